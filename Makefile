@@ -1,0 +1,28 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/ecg-edge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	touch $@
+
+demo: $(BIN)/ecg-edge
+	$(BIN)/ecg-edge demo
+
+test: $(BIN)/ecg-edge
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/ecg-edge
+	$(BIN)/ruff check .
+	$(BIN)/mypy ecg_edge export
+
+bench: $(BIN)/ecg-edge
+	$(BIN)/python benchmarks/run_matrix.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,21 @@
+"""The model home: where `demo` and `train` write and where `export`, `infer`, `bench` look."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def model_home() -> Path:
+    """`$ECG_EDGE_HOME`, default `~/.ecg-edge`."""
+    return Path(os.environ.get("ECG_EDGE_HOME") or Path.home() / ".ecg-edge").expanduser()
+
+
+def home_model_path() -> Path:
+    """The trained six-class model that `train` and `demo` write."""
+    return model_home() / "model.keras"
+
+
+def home_export_dir() -> Path:
+    """The export folder that `export` writes and `infer`/`bench` read."""
+    return model_home() / "export"

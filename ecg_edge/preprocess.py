@@ -1,0 +1,102 @@
+"""The one path from any recording to the model's input: (4096, 12) float32 millivolts at 400 Hz."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from ecg_edge.errors import InputError
+from ecg_edge.recording import Recording
+from ecg_edge.spec import LEAD_ALIASES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ
+
+# Factor that takes a physical unit to millivolts (WFDB writes units in any case).
+_TO_MILLIVOLTS = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
+
+
+def canonical_lead(name: str) -> str | None:
+    """The model's name for a lead (e.g. 'aVr' -> 'AVR', 'I' -> 'DI'); None if not a standard lead."""
+    return LEAD_ALIASES.get(name.strip().upper().replace(" ", "").replace("-", ""))
+
+
+def select_leads(signal: np.ndarray, names: tuple[str, ...], source: str | None = None) -> np.ndarray:
+    """Columns in the model's lead order; III, aVR, aVL and aVF are derived from I and II if absent."""
+    columns: dict[str, np.ndarray] = {}
+    for i, name in enumerate(names):
+        lead = canonical_lead(name)
+        if lead is not None and lead not in columns:
+            columns[lead] = signal[:, i]
+    if "DI" in columns and "DII" in columns:
+        lead_i, lead_ii = columns["DI"], columns["DII"]
+        # Einthoven's and Goldberger's relations.
+        columns.setdefault("DIII", lead_ii - lead_i)
+        columns.setdefault("AVR", -(lead_i + lead_ii) / 2)
+        columns.setdefault("AVL", lead_i - lead_ii / 2)
+        columns.setdefault("AVF", lead_ii - lead_i / 2)
+    missing = [lead for lead in LEADS if lead not in columns]
+    if missing:
+        have = ", ".join(names) or "none"
+        raise InputError(source, f"missing leads {', '.join(missing)} (has {have})")
+    return np.stack([columns[lead] for lead in LEADS], axis=1)
+
+
+def to_millivolts(signal: np.ndarray, units: str | tuple[str, ...], source: str | None = None) -> np.ndarray:
+    """Scale each column to millivolts from its physical unit."""
+    per_column = (units,) * signal.shape[1] if isinstance(units, str) else units
+    factors = []
+    for unit in per_column:
+        factor = _TO_MILLIVOLTS.get(unit.strip().lower())
+        if factor is None:
+            raise InputError(source, f"unknown signal units {unit!r} (expected V, mV or uV)")
+        factors.append(factor)
+    return signal * np.asarray(factors)
+
+
+def resample_to_400hz(signal: np.ndarray, fs: float) -> np.ndarray:
+    """Polyphase resampling (anti-aliased) from `fs` to 400 Hz along the time axis."""
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(SAMPLING_RATE_HZ) / Fraction(fs).limit_denominator(1000)
+    if ratio == 1:
+        return signal
+    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=0)
+
+
+def center_fit(signal: np.ndarray, n: int = N_SAMPLES) -> np.ndarray:
+    """Centre-pad with zeros or centre-crop along time to exactly `n` samples."""
+    length = signal.shape[0]
+    if length >= n:
+        start = (length - n) // 2
+        return signal[start:start + n]
+    before = (n - length) // 2
+    return np.pad(signal, ((before, n - length - before), (0, 0)))
+
+
+def check_finite(signal: np.ndarray, source: str | None) -> None:
+    if not np.isfinite(signal).all():
+        bad = int((~np.isfinite(signal)).sum())
+        raise InputError(source, f"signal holds {bad} NaN or infinite values")
+
+
+def to_model_input(recording: Recording, scale: float = 1.0) -> np.ndarray:
+    """Bring a recording to the model's input: (4096, 12) float32, millivolts, 400 Hz, model lead order.
+
+    Leads are picked and ordered by name (aliases allowed; limb leads derived from I and II when
+    absent), converted to millivolts, multiplied by `scale` (to correct a source's convention),
+    resampled to 400 Hz with `scipy.signal.resample_poly`, then centre-padded or centre-cropped.
+    """
+    source = recording.source or recording.id or None
+    if recording.signal.shape[0] == 0:
+        raise InputError(source, "recording has no samples")
+    if not recording.fs or recording.fs <= 0 or not np.isfinite(recording.fs):
+        raise InputError(source, f"invalid sampling rate {recording.fs}")
+    check_finite(recording.signal, source)
+    # Only standard leads count: extra channels (e.g. Frank leads) may carry any unit.
+    keep = [i for i, name in enumerate(recording.leads) if canonical_lead(name)]
+    units = recording.units
+    if not isinstance(units, str):
+        units = tuple(units[i] for i in keep)
+    signal = to_millivolts(recording.signal[:, keep], units, source) * scale
+    signal = select_leads(signal, tuple(recording.leads[i] for i in keep), source)
+    signal = resample_to_400hz(signal, recording.fs)
+    return np.ascontiguousarray(center_fit(signal), dtype=np.float32)

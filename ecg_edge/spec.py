@@ -1,0 +1,51 @@
+"""The model's input and output contract: the one place for these facts."""
+
+from __future__ import annotations
+
+INPUT_NAME = "signal"
+SAMPLING_RATE_HZ = 400
+N_SAMPLES = 4096
+# Lead order of the Ribeiro network (and of CODE-layout HDF5 files).
+LEADS: tuple[str, ...] = (
+    "DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)
+UNITS = "mV"
+
+CLASSES: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
+BINARY_CLASSES: tuple[str, ...] = ("abnormal",)
+# Label column of the binary task in a labels CSV (1 = normal, so abnormal = 1 - normal_ecg).
+NORMAL_COLUMN = "normal_ecg"
+
+# Thresholds the reference chose on its validation set for the released weights.
+REFERENCE_THRESHOLDS: dict[str, float] = {
+    "1dAVb": 0.124, "RBBB": 0.07, "LBBB": 0.05, "SB": 0.278, "AF": 0.390, "ST": 0.174,
+}
+
+# Spelling variants of lead names, upper-cased, mapped onto LEADS.
+LEAD_ALIASES: dict[str, str] = {
+    "I": "DI", "D1": "DI", "DI": "DI", "LEADI": "DI",
+    "II": "DII", "D2": "DII", "DII": "DII", "LEADII": "DII",
+    "III": "DIII", "D3": "DIII", "DIII": "DIII", "LEADIII": "DIII",
+    "AVR": "AVR", "AVL": "AVL", "AVF": "AVF",
+    **{f"V{i}": f"V{i}" for i in range(1, 7)},
+    **{f"LEADV{i}": f"V{i}" for i in range(1, 7)},
+}
+
+# SNOMED CT codes (WFDB `# Dx:` headers) that map onto the six classes.
+SNOMED_TO_CLASS: dict[str, str] = {
+    "270492004": "1dAVb",
+    "59118001": "RBBB", "713427006": "RBBB",
+    "164909002": "LBBB", "733534002": "LBBB",
+    "426177001": "SB",
+    "164889003": "AF",
+    "427084000": "ST",
+}
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    """Output names of a task: 'six' (the six abnormalities) or 'binary' (abnormal)."""
+    if task == "six":
+        return CLASSES
+    if task == "binary":
+        return BINARY_CLASSES
+    raise ValueError(f"unknown task {task!r}: expected 'six' or 'binary'")

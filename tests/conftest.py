@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).parent))
+
+SHARED_WFDB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wfdb"
+
+
+def wfdb_records() -> list[Path]:
+    return sorted(SHARED_WFDB.glob("*.hea"))
+
+
+needs_shared = pytest.mark.skipif(not SHARED_WFDB.exists(), reason="../shared/data/wfdb not present")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty model home."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("ECG_EDGE_HOME", str(path))
+    return path
+
+
+def write_code_hdf5(path: Path, x: np.ndarray, exam_ids=None, dtype="float32") -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("tracings", data=x.astype(dtype))
+        if exam_ids is not None:
+            f.create_dataset("exam_id", data=np.asarray(exam_ids))
+    return path

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from ecg_edge.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "synth", "train", "finetune", "evaluate", "export", "infer", "bench"):
+        assert command in result.output
+
+
+def test_no_tensorflow_on_import_or_help():
+    code = (
+        "import sys, ecg_edge, ecg_edge.cli\n"
+        "from typer.testing import CliRunner\n"
+        "assert CliRunner().invoke(ecg_edge.cli.app, ['--help']).exit_code == 0\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_synth_writes_set(tmp_path):
+    result = runner.invoke(app, ["synth", str(tmp_path / "s.h5"), "--n", "12", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.h5").exists() and (tmp_path / "s.csv").exists()
+    assert "12 exams" in result.output
+
+
+def test_user_error_is_one_line_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ecg_edge.cli", "synth", str(tmp_path / "missing" / "s.h5")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "missing" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.h5"))
