@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,6 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ecg_edge.errors import InputError
+
+# TensorFlow's C++ logging drowns the CLI's output; users can still raise it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 app = typer.Typer(
     name="ecg-edge",
@@ -137,11 +141,57 @@ def evaluate() -> None:
     _not_yet("evaluate")
 
 
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
 @app.command()
 @user_errors
-def export() -> None:
+def export(
+    model: Annotated[Path | None, typer.Argument(help="A .keras file or the original model.hdf5 "
+                                                         "(default: the model home's model).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Export folder (default: the model home's).")] = None,
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8.")] = "fp32,fp16,int8",
+    calibration: Annotated[list[Path] | None, typer.Option(
+        help="INT8 calibration ECGs: HDF5, WFDB records or folders (default: a synthetic set).")] = None,
+    validation: Annotated[list[Path] | None, typer.Option(
+        help="Extra held-out ECGs for the parity checks (synthetic ones are always added).")] = None,
+    engine: Annotated[bool, typer.Option("--engine", help="Also build TensorRT engines (needs a GPU).")] = False,
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the engines' profile.")] = 256,
+    dla_core: Annotated[int | None, typer.Option(help="Jetson: build for this DLA core (GPU fallback).")] = None,
+    fp32_atol: Annotated[float, typer.Option(help="FP32 ONNX vs Keras tolerance (max abs).")] = 1e-4,
+) -> None:
     """Export to ONNX FP32/FP16/INT8 (+ TensorRT engines) with a manifest and parity checks."""
-    _not_yet("export")
+    from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model
+    from ecg_edge.home import home_export_dir, home_model_path
+
+    model = model or home_model_path()
+    if not model.exists():
+        raise InputError(model, "no such model (train one with `ecg-edge train` or run `ecg-edge demo`)")
+    options = ExportOptions(precisions=_split(precision), engine=engine, max_batch=max_batch,
+                            dla_core=dla_core, fp32_atol=fp32_atol)
+    out = out or home_export_dir()
+    try:
+        result = export_model(model, out, options, calibration=calibration or (), validation=validation or (),
+                              log=lambda line: console.print(line, markup=False, highlight=False))
+    except ExportGateError as exc:
+        err_console.print(f"error: {model}: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(export_table(result.manifest, out))
+    console.print(f"wrote {out}")
+
+
+def export_table(manifest: dict, out: Path) -> Table:
+    table = Table(title=f"{out}: {manifest['model']['kind']} model, {len(manifest['files'])} files")
+    for column in ("file", "precision", "size", "vs", "max |diff|", "findings agree"):
+        table.add_column(column, justify="right" if column != "file" else "left")
+    for name, entry in manifest["files"].items():
+        parity = entry.get("parity", {})
+        table.add_row(name, f"{entry['precision']} ({entry['variant']})" if entry["variant"] != "default"
+                      else entry["precision"], f"{entry['bytes'] / 1e6:.1f} MB", parity.get("reference", "-"),
+                      f"{parity['max_abs_diff']:.1e}" if parity else "-",
+                      f"{parity['findings_agreement']:.1%}" if parity else "-")
+    return table
 
 
 @app.command()

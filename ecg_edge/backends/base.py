@@ -1,0 +1,83 @@
+"""The backend protocol: every runner lives the same life, as Polygraphy's runners do.
+
+    with backend:                       # activate() ... deactivate()
+        probabilities = backend.infer(batch)
+
+`infer` checks the feed against the input spec before running and records the time it took.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ecg_edge.errors import InputError
+from ecg_edge.spec import LEADS, N_SAMPLES
+
+
+class Backend:
+    """Base of all backends: subclasses implement `_activate`, `_infer` and `_deactivate`."""
+
+    name = "backend"
+    precision = "fp32"
+
+    def __init__(self) -> None:
+        self.active = False
+        self.last_inference_s: float | None = None
+        self.max_batch: int | None = None
+
+    def activate(self) -> Backend:
+        if not self.active:
+            self._activate()
+            self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    close = deactivate
+
+    def __enter__(self) -> Backend:
+        return self.activate()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    def check_feed(self, batch: np.ndarray) -> np.ndarray:
+        if batch.ndim != 3 or batch.shape[1:] != (N_SAMPLES, len(LEADS)):
+            raise InputError(None, f"batch has shape {batch.shape}, expected (n, {N_SAMPLES}, {len(LEADS)})")
+        if self.max_batch is not None and batch.shape[0] > self.max_batch:
+            raise InputError(None, f"batch of {batch.shape[0]} exceeds this backend's maximum of {self.max_batch}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (n, n_outputs) for a batch (n, 4096, 12) float32."""
+        if not self.active:
+            raise RuntimeError(f"{self.name} backend used before activate()")
+        batch = self.check_feed(batch)
+        start = time.perf_counter()
+        out = self._infer(batch)
+        self.last_inference_s = time.perf_counter() - start
+        return out
+
+    def describe(self) -> str:
+        """What actually runs, e.g. which execution provider."""
+        return self.name
+
+    def _activate(self) -> None:
+        raise NotImplementedError
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _deactivate(self) -> None:
+        raise NotImplementedError
+
+
+def infer_all(backend: Backend, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Run an array of any length through an active backend in batches."""
+    return np.concatenate([backend.infer(x[i:i + batch]) for i in range(0, len(x), batch)])

@@ -1,0 +1,81 @@
+"""`manifest.json`: what an export folder holds, how it was made and how well it matched.
+
+The runtime reads it too (no TensorFlow here): backends refuse a file whose sha256 differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ecg_edge.errors import InputError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path` and rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the manifest is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_manifest(export_dir: str | Path) -> dict[str, Any]:
+    """Read and sanity-check an export folder's manifest."""
+    path = Path(export_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise InputError(export_dir, f"no {MANIFEST_NAME}: not an ecg-edge export folder (run `ecg-edge export`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"manifest is not valid JSON ({exc})") from None
+    for key in ("format", "model", "input", "output", "thresholds", "files"):
+        if key not in manifest:
+            raise InputError(path, f"manifest lacks '{key}'")
+    if manifest["format"] != FORMAT_VERSION:
+        raise InputError(path, f"manifest format {manifest['format']}, this ecg-edge reads {FORMAT_VERSION}")
+    return manifest
+
+
+def find_file(manifest: dict[str, Any], fmt: str, precision: str) -> str | None:
+    """Name of the file of a format ('onnx' or 'tensorrt') and precision, preferring the default variant."""
+    matches = [
+        name for name, entry in manifest["files"].items()
+        if entry["format"] == fmt and entry["precision"] == precision
+    ]
+    matches.sort(key=lambda name: manifest["files"][name].get("variant") != "default")
+    return matches[0] if matches else None
+
+
+def verified_path(export_dir: str | Path, manifest: dict[str, Any], name: str) -> Path:
+    """The path of a manifest file after checking that it exists and its sha256 matches."""
+    path = Path(export_dir) / name
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise InputError(path, "file is not listed in the manifest")
+    if not path.exists():
+        raise InputError(path, "file listed in the manifest is missing")
+    if sha256_file(path) != entry["sha256"]:
+        raise InputError(path, "sha256 does not match the manifest: file changed or corrupt; re-export")
+    return path

@@ -1,0 +1,309 @@
+"""The export pipeline: Keras -> ONNX FP32 -> FP16 and INT8 (-> TensorRT), each step validated.
+
+Nothing is done until validated (as optimum's exporters): every file is compared with its
+reference on held-out ECGs, and a file that fails its gate is not written. All work happens in a
+staging folder; files move into place only after their gates, and the manifest comes last.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ecg_edge.export.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
+from ecg_edge.export.parity import Parity, compare
+from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8, to_fp16
+
+from ecg_edge.backends.base import infer_all
+from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
+from ecg_edge.errors import InputError
+from ecg_edge.preprocess import to_model_input
+from ecg_edge.recording import iter_recordings
+from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
+
+ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+SYMMETRIC_INT8_NAME = "model.int8.sym.onnx"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ExportGateError(RuntimeError):
+    """A file failed its parity gate (it was not written); carries the numbers."""
+
+
+@dataclass
+class ExportOptions:
+    precisions: Sequence[str] = PRECISIONS
+    engine: bool = False
+    max_batch: int = 256
+    opt_batch: int = 64
+    dla_core: int | None = None
+    fp32_atol: float = 1e-4  # FP32 ONNX vs Keras
+    fp16_atol: float = 2e-2  # FP16 vs FP32 ONNX
+    min_agreement: float = 0.95  # findings agreement of FP16/INT8 with FP32
+    n_calibration: int = 128
+    n_synthetic_validation: int = 48
+    int8_methods: Sequence[str] = ("minmax", "percentile")
+    int8_residual_choices: Sequence[bool] = (False, True)
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    rejected: dict[str, Parity] = field(default_factory=dict)
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("ecg-edge", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
+                 "onnxconverter-common", "tensorrt"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def load_ecgs(
+    paths: Sequence[str | Path], limit: int | None = None, scale: float = 1.0
+) -> tuple[np.ndarray, list[str]]:
+    """Model inputs from HDF5 files, WFDB records or folders, through the one preprocessing path."""
+    xs, ids = [], []
+    for path in paths:
+        for rec in iter_recordings(path):
+            xs.append(to_model_input(rec, scale=scale))
+            ids.append(rec.id)
+            if limit is not None and len(xs) >= limit:
+                return np.stack(xs), ids
+    if not xs:
+        raise InputError(paths[0] if paths else None, "no ECGs found")
+    return np.stack(xs), ids
+
+
+def _synthetic(n: int, seed: int) -> np.ndarray:
+    from ecg_edge.training.synthetic import synthesize
+
+    return synthesize(n, seed=seed)[0]
+
+
+def _onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    with OnnxRuntimeBackend(path) as backend:
+        return infer_all(backend, x, batch=32)
+
+
+def _file_entry(path: Path, fmt: str, precision: str, variant: str = "default", **extra: Any) -> dict[str, Any]:
+    return {"format": fmt, "precision": precision, "variant": variant, "sha256": sha256_file(path),
+            "bytes": path.stat().st_size, **extra}
+
+
+def export_model(
+    model_path: str | Path,
+    out_dir: str | Path,
+    options: ExportOptions | None = None,
+    calibration: Sequence[str | Path] = (),
+    validation: Sequence[str | Path] = (),
+    log: Callable[[str], None] = lambda message: None,
+) -> ExportResult:
+    """Export `model_path` into `out_dir`; raises ExportGateError (after writing what passed) if a
+    file failed its gate."""
+    from ecg_edge.export.onnx_export import OPSET, keras_to_onnx, load_keras_model
+
+    options = options or ExportOptions()
+    unknown = set(options.precisions) - set(PRECISIONS)
+    if unknown or not options.precisions:
+        raise InputError(None, f"unknown precision {sorted(unknown)}: choose from {', '.join(PRECISIONS)}")
+    if options.engine:
+        from ecg_edge.gpu import tensorrt_status
+
+        usable, reason = tensorrt_status()
+        if not usable:
+            raise InputError(None, f"--engine: {reason}")
+    model_path = Path(model_path)
+    out_dir = Path(out_dir)
+    model, info = load_keras_model(model_path)
+    task = info["task"]
+    thresholds = np.array([info["thresholds"][c] for c in info["classes"]], dtype=np.float32)
+
+    # Held-out ECGs: the given real records plus synthetic ones (a seed training never uses).
+    val_parts, val_sources = [], []
+    if validation:
+        real, _ = load_ecgs(validation)
+        val_parts.append(real)
+        val_sources.append({"source": [str(p) for p in validation], "n": len(real)})
+    val_parts.append(_synthetic(options.n_synthetic_validation, seed=90_001))
+    val_sources.append({"source": "synthetic (seed 90001)", "n": options.n_synthetic_validation})
+    x_val = np.concatenate(val_parts)
+    if calibration:
+        x_cal, _ = load_ecgs(calibration, limit=options.n_calibration)
+        cal_summary = {"source": [str(p) for p in calibration], "n": len(x_cal)}
+    else:
+        x_cal = _synthetic(options.n_calibration, seed=90_002)
+        cal_summary = {"source": "synthetic (seed 90002)", "n": len(x_cal)}
+    cal_summary |= {"mean_mv": float(x_cal.mean()), "std_mv": float(x_cal.std()),
+                    "p99_abs_mv": float(np.percentile(np.abs(x_cal), 99))}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    files: dict[str, dict[str, Any]] = {}
+    rejected: dict[str, Parity] = {}
+    try:
+        log("Keras -> ONNX FP32")
+        reference = model.predict(x_val, batch_size=32, verbose=0)
+        fp32_path = keras_to_onnx(model, staging / ONNX_NAMES["fp32"], task)
+        fp32_out = _onnx_outputs(fp32_path, x_val)
+        parity = compare(reference, fp32_out, thresholds, "keras", max_abs=options.fp32_atol)
+        log(f"  fp32 vs keras: {parity.summary()}")
+        if not parity.passed:
+            raise ExportGateError(f"FP32 ONNX failed its gate against Keras: {parity.summary()} "
+                                  f"(tolerance {options.fp32_atol:g}); nothing was written")
+        files[fp32_path.name] = _file_entry(fp32_path, "onnx", "fp32", parity=parity.as_dict())
+
+        if "fp16" in options.precisions:
+            log("FP16")
+            fp16_path = to_fp16(fp32_path, staging / ONNX_NAMES["fp16"])
+            parity = compare(fp32_out, _onnx_outputs(fp16_path, x_val), thresholds, "onnx fp32",
+                             max_abs=options.fp16_atol, min_agreement=options.min_agreement)
+            log(f"  fp16 vs fp32: {parity.summary()}")
+            if parity.passed:
+                files[fp16_path.name] = _file_entry(fp16_path, "onnx", "fp16", parity=parity.as_dict())
+            else:
+                rejected["fp16"] = parity
+
+        recipe = None
+        if "int8" in options.precisions or options.engine:
+            prepared = preprocess_for_quantization(fp32_path, staging / "prepared.onnx")
+            recipe, int8_path, parity, candidates = _choose_int8(prepared, staging, x_cal, x_val, fp32_out,
+                                                                 thresholds, options, log)
+            if "int8" in options.precisions:
+                if parity.passed:
+                    files[int8_path.name] = _file_entry(
+                        int8_path, "onnx", "int8", parity=parity.as_dict(),
+                        recipe=recipe.label, candidates=candidates,
+                    )
+                else:
+                    rejected["int8"] = parity
+
+        if options.engine:
+            _build_engines(staging, files, recipe, x_cal, x_val, fp32_out, thresholds, options,
+                                     rejected, log)
+
+        manifest = {
+            "format": FORMAT_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": {"kind": info["kind"], "task": task, "classes": info["classes"],
+                      "source": str(model_path), "source_sha256": sha256_file(model_path),
+                      "parameters": int(model.count_params())},
+            "input": {"name": INPUT_NAME, "shape": [None, N_SAMPLES, len(LEADS)], "dtype": "float32",
+                      "sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(LEADS), "units": UNITS,
+                      "amplitude_convention": "millivolts; CODE-layout HDF5 taken as it is "
+                                              "(CODE-15% is about 2x mV: pass a scale)"},
+            "output": {"name": fp32_out_name(task), "classes": info["classes"]},
+            "thresholds": info["thresholds"],
+            "thresholds_source": info.get("thresholds_source", ""),
+            "opset": OPSET,
+            "files": files,
+            "rejected": {k: v.as_dict() for k, v in rejected.items()},
+            "calibration": cal_summary | ({"recipe": recipe.label} if recipe else {}),
+            "validation": val_sources,
+            "tools": tool_versions(),
+        }
+        _publish(staging, out_dir, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result = ExportResult(out_dir=out_dir, manifest=manifest, rejected=rejected)
+    if rejected:
+        numbers = "; ".join(f"{k}: {v.summary()}" for k, v in rejected.items())
+        raise ExportGateError(f"failed their gates and were not written: {numbers}")
+    return result
+
+
+def fp32_out_name(task: str) -> str:
+    from ecg_edge.export.onnx_export import OUTPUT_NAMES
+
+    return OUTPUT_NAMES[task]
+
+
+def _choose_int8(
+    prepared: Path, staging: Path, x_cal: np.ndarray, x_val: np.ndarray, fp32_out: np.ndarray,
+    thresholds: np.ndarray, options: ExportOptions, log: Callable[[str], None],
+) -> tuple[Int8Recipe, Path, Parity, list[dict[str, Any]]]:
+    """Quantize with each recipe, measure against FP32, keep the best (agreement, then mean error)."""
+    best = None
+    candidates = []
+    for method in options.int8_methods:
+        for residual_float in options.int8_residual_choices:
+            recipe = Int8Recipe(method=method, residual_float=residual_float)
+            path = staging / f"int8-{method}-{int(residual_float)}.onnx"
+            quantize_int8(prepared, path, x_cal, recipe)
+            parity = compare(fp32_out, _onnx_outputs(path, x_val), thresholds, "onnx fp32",
+                             min_agreement=options.min_agreement)
+            log(f"  int8 [{recipe.label}] vs fp32: {parity.summary()}")
+            candidates.append({"recipe": recipe.label, **parity.as_dict()})
+            key = (parity.findings_agreement, -parity.mean_abs_diff)
+            if best is None or key > best[0]:
+                best = (key, recipe, path, parity)
+    assert best is not None
+    _, recipe, path, parity = best
+    final = staging / ONNX_NAMES["int8"]
+    path.replace(final)
+    log(f"  chose {recipe.label}")
+    return recipe, final, parity, candidates
+
+
+def _build_engines(
+    staging: Path, files: dict[str, dict[str, Any]], recipe: Int8Recipe | None, x_cal: np.ndarray,
+    x_val: np.ndarray, fp32_out: np.ndarray, thresholds: np.ndarray, options: ExportOptions,
+    rejected: dict[str, Parity], log: Callable[[str], None],
+) -> None:
+    """TensorRT engines from the ONNX files; INT8 from a symmetric twin (TensorRT needs zero points of 0)."""
+    from ecg_edge.export.tensorrt_engine import build_engine
+
+    from ecg_edge.backends.tensorrt import TensorRTBackend
+
+    cache = staging.parent / "timing.cache"  # kept across exports: later builds reuse it
+    for precision in options.precisions:
+        if precision == "int8":
+            assert recipe is not None
+            source = quantize_int8(staging / "prepared.onnx", staging / SYMMETRIC_INT8_NAME, x_cal,
+                                   Int8Recipe(recipe.method, recipe.residual_float, symmetric=True))
+            files[source.name] = _file_entry(source, "onnx", "int8", variant="symmetric",
+                                             recipe=Int8Recipe(recipe.method, recipe.residual_float, True).label)
+        else:
+            source = staging / ONNX_NAMES[precision]
+            if source.name not in files:
+                continue
+        plan = staging / f"model.{precision}.plan"
+        log(f"TensorRT {precision} engine from {source.name}")
+        facts = build_engine(source, plan, max_batch=options.max_batch, opt_batch=options.opt_batch,
+                             timing_cache=cache, dla_core=options.dla_core)
+        with TensorRTBackend(plan, facts) as backend:
+            out = infer_all(backend, x_val, batch=min(32, options.max_batch))
+        tolerance = {"max_abs": options.fp32_atol * 10} if precision == "fp32" else {}
+        parity = compare(fp32_out, out, thresholds, "onnx fp32", min_agreement=options.min_agreement,
+                         **tolerance)
+        log(f"  engine {precision} vs fp32: {parity.summary()}")
+        if parity.passed:
+            files[plan.name] = _file_entry(plan, "tensorrt", precision, parity=parity.as_dict(), **facts)
+        else:
+            rejected[f"tensorrt-{precision}"] = parity
+
+
+def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Move validated files into place; the old manifest goes first and the new one comes last,
+    so no manifest ever names a missing or different file."""
+    old_manifest = out_dir / MANIFEST_NAME
+    old_manifest.unlink(missing_ok=True)
+    for pattern in ("model*.onnx", "model*.plan"):
+        for stale in out_dir.glob(pattern):
+            stale.unlink()
+    for name in manifest["files"]:
+        (staging / name).replace(out_dir / name)
+    write_json_atomic(old_manifest, manifest)

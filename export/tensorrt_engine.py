@@ -1,0 +1,75 @@
+"""TensorRT engines from the ONNX files (TensorRT 10 and 11, strongly typed).
+
+An engine is valid only on the GPU model and TensorRT version that built it: build it on the
+device that runs it. Precision comes from the ONNX graph (FP32, FP16, or Q/DQ symmetric INT8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ecg_edge.errors import InputError
+from ecg_edge.gpu import gpu_info, tensorrt_status
+from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES
+
+
+def build_engine(
+    onnx_path: str | Path, plan_path: str | Path, max_batch: int = 256, opt_batch: int = 64,
+    timing_cache: str | Path | None = None, dla_core: int | None = None, workspace_gib: float = 4.0,
+) -> dict[str, Any]:
+    """Parse `onnx_path`, build and serialize an engine to `plan_path`; returns facts for the manifest."""
+    usable, reason = tensorrt_status()
+    if not usable:
+        raise InputError(None, f"cannot build a TensorRT engine: {reason}")
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    # TensorRT 11 is always strongly typed and dropped the flag's effect; 10 needs it.
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if major < 11 else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise InputError(onnx_path, f"TensorRT could not parse the ONNX file: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    opt_batch = max(1, min(opt_batch, max_batch))
+    profile = builder.create_optimization_profile()
+    profile.set_shape(
+        INPUT_NAME, (1, N_SAMPLES, len(LEADS)), (opt_batch, N_SAMPLES, len(LEADS)),
+        (max_batch, N_SAMPLES, len(LEADS)),
+    )
+    config.add_optimization_profile(profile)
+
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.exists() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    if dla_core is not None:
+        if builder.num_DLA_cores == 0:
+            raise InputError(None, "--dla-core given but this device has no DLA (Jetson AGX/NX only)")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
+    Path(plan_path).write_bytes(bytes(serialized))
+    if cache_path is not None:
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    gpu = gpu_info()
+    return {
+        "tensorrt_version": trt.__version__,
+        "gpu": gpu.name,
+        "compute_capability": gpu.compute_capability,
+        "cuda_driver": gpu.driver_version,
+        "profile": {"min": 1, "opt": opt_batch, "max": max_batch},
+        "dla_core": dla_core,
+        "built_from": Path(onnx_path).name,
+    }

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import SHARED_WFDB, needs_shared
+
+keras = pytest.importorskip("keras")
+pytest.importorskip("tf2onnx")
+from ecg_edge.export.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
+from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, load_ecgs  # noqa: E402
+from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer  # noqa: E402
+
+from ecg_edge.backends.base import infer_all  # noqa: E402
+from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from ecg_edge.errors import InputError  # noqa: E402
+from ecg_edge.gpu import tensorrt_status  # noqa: E402
+
+FAST = dict(n_calibration=32, n_synthetic_validation=24, int8_methods=("minmax",))
+
+
+def _save(model, path):
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def six_export(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("six")
+    model_path = _save(build_ribeiro(), root / "six.keras")
+    validation = [SHARED_WFDB] if SHARED_WFDB.exists() else []
+    result = export_model(model_path, root / "export", ExportOptions(**FAST), validation=validation)
+    return model_path, result
+
+
+def test_six_class_export_files_and_manifest(six_export):
+    _, result = six_export
+    out = result.out_dir
+    manifest = load_manifest(out)
+    assert set(manifest["files"]) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx"}
+    for name, entry in manifest["files"].items():
+        assert sha256_file(out / name) == entry["sha256"]
+        assert entry["bytes"] == (out / name).stat().st_size
+    assert manifest["output"]["classes"] == ["1dAVb", "RBBB", "LBBB", "SB", "AF", "ST"]
+    assert manifest["input"]["shape"] == [None, 4096, 12] and manifest["input"]["units"] == "mV"
+    assert manifest["thresholds"]["AF"] == 0.390
+    assert {"onnx", "onnxruntime", "tf2onnx", "tensorflow"} <= set(manifest["tools"])
+    assert manifest["calibration"]["n"] == 32
+    sizes = {e["precision"]: e["bytes"] for e in manifest["files"].values()}
+    assert sizes["fp16"] < 0.6 * sizes["fp32"] and sizes["int8"] < 0.35 * sizes["fp32"]
+    assert not list(out.glob(".export-*"))
+    candidates = manifest["files"]["model.int8.onnx"]["candidates"]
+    assert len(candidates) == 2 and {("residual float" in c["recipe"]) for c in candidates} == {True, False}
+
+
+@needs_shared
+def test_fp32_parity_on_real_records(six_export):
+    model_path, result = six_export
+    x, ids = load_ecgs([SHARED_WFDB])
+    assert len(ids) == 13
+    reference = keras.saving.load_model(model_path).predict(x, verbose=0)
+    with OnnxRuntimeBackend(result.out_dir / "model.onnx") as backend:
+        got = infer_all(backend, x)
+    assert np.abs(reference - got).max() < 1e-4
+    parity = result.manifest["files"]["model.onnx"]["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] < 1e-4 and parity["n_exams"] == 13 + 24
+
+
+@needs_shared
+def test_fp16_and_int8_agree_with_fp32_on_findings(six_export):
+    _, result = six_export
+    x, _ = load_ecgs([SHARED_WFDB])
+    thresholds = np.array(list(result.manifest["thresholds"].values()))
+    outputs = {}
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+        with OnnxRuntimeBackend(result.out_dir / name) as backend:
+            outputs[name] = infer_all(backend, x)
+    fp32 = outputs["model.onnx"] >= thresholds
+    assert np.abs(outputs["model.fp16.onnx"] - outputs["model.onnx"]).max() < 2e-2
+    for name in ("model.fp16.onnx", "model.int8.onnx"):
+        assert ((outputs[name] >= thresholds) == fp32).mean() >= 0.9
+        assert result.manifest["files"][name]["parity"]["findings_agreement"] >= 0.95
+
+
+def test_corrupted_file_refused_by_hash(six_export, tmp_path):
+    _, result = six_export
+    copy = tmp_path / "export"
+    shutil.copytree(result.out_dir, copy)
+    manifest = load_manifest(copy)
+    assert verified_path(copy, manifest, "model.int8.onnx").exists()
+    with open(copy / "model.int8.onnx", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(InputError, match="sha256 does not match"):
+        verified_path(copy, manifest, "model.int8.onnx")
+    (copy / "model.fp16.onnx").unlink()
+    with pytest.raises(InputError, match="missing"):
+        verified_path(copy, manifest, "model.fp16.onnx")
+
+
+@pytest.mark.parametrize("variant", ["binary", "transfer"])
+def test_binary_and_transfer_export(tmp_path, variant):
+    keras.utils.set_random_seed(1)
+    model = build_binary() if variant == "binary" else build_transfer(build_ribeiro())
+    path = _save(model, tmp_path / f"{variant}.keras")
+    result = export_model(path, tmp_path / "out", ExportOptions(precisions=("fp32",), **FAST))
+    manifest = result.manifest
+    assert manifest["model"]["kind"] == variant and manifest["output"]["classes"] == ["abnormal"]
+    assert manifest["output"]["name"] == "abnormal"
+    assert manifest["files"]["model.onnx"]["parity"]["max_abs_diff"] < 1e-4
+    x = np.random.default_rng(0).normal(0, 0.3, size=(3, 4096, 12)).astype(np.float32)
+    with OnnxRuntimeBackend(tmp_path / "out" / "model.onnx") as backend:
+        assert np.abs(backend.infer(x) - model.predict(x, verbose=0)).max() < 1e-4
+
+
+def test_failed_gate_writes_nothing(six_export, tmp_path):
+    model_path, _ = six_export
+    out = tmp_path / "out"
+    with pytest.raises(ExportGateError, match="FP32 ONNX failed its gate"):
+        export_model(model_path, out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
+    assert list(out.iterdir()) == []
+
+
+def test_failed_int8_gate_keeps_the_others(six_export, tmp_path):
+    model_path, _ = six_export
+    out = tmp_path / "out"
+    opts = ExportOptions(precisions=("fp32", "int8"), min_agreement=1.01, **FAST)
+    with pytest.raises(ExportGateError, match="int8"):
+        export_model(model_path, out, opts)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx"} and "int8" in manifest["rejected"]
+    assert not (out / "model.int8.onnx").exists()
+
+
+def test_cli_export_errors(tmp_path, home):
+    from typer.testing import CliRunner
+
+    from ecg_edge.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["export"])
+    assert result.exit_code == 2 and "no such model" in result.output
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"garbage")
+    result = runner.invoke(app, ["export", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not a loadable Keras model" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_engine_without_tensorrt_exits_2(six_export, tmp_path):
+    usable, reason = tensorrt_status()
+    if usable:
+        pytest.skip("TensorRT and a GPU are present: the engine test below runs instead")
+    from typer.testing import CliRunner
+
+    from ecg_edge.cli import app
+
+    model_path, _ = six_export
+    result = CliRunner().invoke(app, ["export", str(model_path), "--out", str(tmp_path / "o"), "--engine"])
+    assert result.exit_code == 2
+    assert "--engine" in result.output and "tensorrt" in result.output.lower()
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.gpu
+def test_tensorrt_engines(six_export, tmp_path):
+    usable, reason = tensorrt_status()
+    if not usable:
+        pytest.skip(reason)
+    model_path, _ = six_export
+    result = export_model(model_path, tmp_path / "out", ExportOptions(engine=True, max_batch=64, **FAST))
+    files = result.manifest["files"]
+    assert {"model.fp32.plan", "model.fp16.plan", "model.int8.plan", "model.int8.sym.onnx"} <= set(files)
+    assert files["model.fp32.plan"]["parity"]["max_abs_diff"] < 1e-3
+    assert (tmp_path / "timing.cache").exists() or (tmp_path / "out" / "timing.cache").exists()
