@@ -8,13 +8,16 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ecg_edge.errors import InputError
+
+if TYPE_CHECKING:
+    from ecg_edge.infer import InferenceRun
 
 # TensorFlow's C++ logging drowns the CLI's output; users can still raise it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -194,11 +197,97 @@ def export_table(manifest: dict, out: Path) -> Table:
     return table
 
 
+def resolve_export_dir(model: Path | None) -> Path:
+    from ecg_edge.home import home_export_dir
+
+    export_dir = model or home_export_dir()
+    if not (export_dir / "manifest.json").exists():
+        raise InputError(export_dir, "no export here: run `ecg-edge export` (or `ecg-edge demo`) first")
+    return export_dir
+
+
+def parse_thresholds(values: list[str], classes: list[str]) -> dict[str, float]:
+    """`--threshold 0.5` (every class) or `--threshold AF=0.3` (one class), repeatable."""
+    out: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            threshold = float(number)
+        except ValueError:
+            raise InputError(None, f"--threshold {value!r}: expected CLASS=VALUE or VALUE") from None
+        if not 0.0 <= threshold <= 1.0:
+            raise InputError(None, f"--threshold {value!r}: must lie between 0 and 1")
+        if name and name not in classes:
+            raise InputError(None, f"--threshold {value!r}: unknown class (classes: {', '.join(classes)})")
+        out |= {name: threshold} if name else dict.fromkeys(classes, threshold)
+    return out
+
+
+MAX_TABLE_ROWS = 40
+
+
+def results_table(run: InferenceRun) -> Table:
+    table = Table(title=f"{len(run.ids)} exams")
+    table.add_column("exam_id")
+    for c in run.classes:
+        table.add_column(c, justify="right")
+    table.add_column("findings")
+    for exam_id, probs, found in list(zip(run.ids, run.probabilities, run.findings(), strict=True))[:MAX_TABLE_ROWS]:
+        table.add_row(exam_id, *(f"{p:.3f}" for p in probs), ", ".join(found) or "-")
+    if len(run.ids) > MAX_TABLE_ROWS:
+        table.caption = f"first {MAX_TABLE_ROWS} of {len(run.ids)} exams: --output FILE.csv/.json writes them all"
+    return table
+
+
 @app.command()
 @user_errors
-def infer() -> None:
+def infer(
+    recordings: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 files, WFDB records (.hea or "
+                                                          "record path), folders of them, or .npy files.")],
+    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or keras.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    batch: Annotated[int, typer.Option(min=1, help="Exams per batch.")] = 64,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write all results to .csv or .json.")] = None,
+    threshold: Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=VALUE (repeatable).")] = None,
+    scale: Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")] = 1.0,
+    fs: Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")] = None,
+    leads: Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
+) -> None:
     """Probabilities and findings per exam for HDF5, WFDB or .npy recordings."""
-    _not_yet("infer")
+    from ecg_edge.backends import open_backend
+    from ecg_edge.infer import ReadOptions, check_output_path, count_exams, run_inference, write_results
+    from ecg_edge.progress import progress_bar
+    from ecg_edge.recording import expand_inputs
+
+    if output is not None:
+        check_output_path(output)
+    export_dir = resolve_export_dir(model)
+    runner, manifest = open_backend(export_dir, backend, precision, threads=threads)
+    overrides = parse_thresholds(threshold or [], list(manifest["output"]["classes"]))
+    options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going)
+    paths = expand_inputs(recordings)
+    total = None if keep_going else count_exams(paths)
+
+    def report_skip(message: str) -> None:
+        err_console.print(f"skipped: {message}", markup=False, highlight=False)
+
+    with runner, progress_bar("inferring", total=total) as advance:
+        err_console.print(f"backend: {runner.describe()} ({'auto' if backend == 'auto' else 'chosen'})",
+                          markup=False, highlight=False)
+        run = run_inference(paths, runner, manifest, batch=batch, options=options, thresholds=overrides,
+                            progress=advance, on_skip=report_skip)
+    if not run.ids:
+        raise InputError(recordings[0], "no exam could be read")
+    console.print(results_table(run))
+    busy = run.compute_s / run.wall_s if run.wall_s else 0.0
+    console.print(f"{len(run.ids)} exams in {run.wall_s:.2f} s: {run.throughput:.1f} ECG/s "
+                  f"(backend busy {busy:.0%} of the time), {len(run.skipped)} skipped", highlight=False)
+    if output is not None:
+        write_results(run, output)
+        console.print(f"wrote {output}")
 
 
 @app.command()

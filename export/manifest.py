@@ -58,13 +58,14 @@ def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def find_file(manifest: dict[str, Any], fmt: str, precision: str) -> str | None:
-    """Name of the file of a format ('onnx' or 'tensorrt') and precision, preferring the default variant."""
+def find_file(manifest: dict[str, Any], fmt: str, precision: str, variant: str = "default") -> str | None:
+    """Name of the file of a format ('onnx' or 'tensorrt') and precision, preferring `variant`
+    (TensorRT, through onnxruntime too, needs the 'symmetric' INT8 file)."""
     matches = [
         name for name, entry in manifest["files"].items()
         if entry["format"] == fmt and entry["precision"] == precision
     ]
-    matches.sort(key=lambda name: manifest["files"][name].get("variant") != "default")
+    matches.sort(key=lambda name: manifest["files"][name].get("variant") != variant)
     return matches[0] if matches else None
 
 

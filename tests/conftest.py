@@ -36,3 +36,24 @@ def write_code_hdf5(path: Path, x: np.ndarray, exam_ids=None, dtype="float32") -
         if exam_ids is not None:
             f.create_dataset("exam_id", data=np.asarray(exam_ids))
     return path
+
+
+# Export options that keep tests quick: fewer calibration ECGs, one calibration method.
+FAST = dict(n_calibration=32, n_synthetic_validation=24, int8_methods=("minmax",))
+
+
+@pytest.fixture(scope="session")
+def six_export(tmp_path_factory):
+    """A random-weight six-class model (seeded) exported to FP32/FP16/INT8 ONNX, shared by tests."""
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tf2onnx")
+    from ecg_edge.export.pipeline import ExportOptions, export_model
+    from ecg_edge.training.models import build_ribeiro
+
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("six")
+    model_path = root / "six.keras"
+    build_ribeiro().save(model_path)
+    validation = [SHARED_WFDB] if SHARED_WFDB.exists() else []
+    result = export_model(model_path, root / "export", ExportOptions(**FAST), validation=validation)
+    return model_path, result

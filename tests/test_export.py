@@ -9,6 +9,7 @@ from conftest import SHARED_WFDB, needs_shared
 
 keras = pytest.importorskip("keras")
 pytest.importorskip("tf2onnx")
+from conftest import FAST  # noqa: E402
 from ecg_edge.export.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, load_ecgs  # noqa: E402
 from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer  # noqa: E402
@@ -18,22 +19,10 @@ from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from ecg_edge.errors import InputError  # noqa: E402
 from ecg_edge.gpu import tensorrt_status  # noqa: E402
 
-FAST = dict(n_calibration=32, n_synthetic_validation=24, int8_methods=("minmax",))
-
 
 def _save(model, path):
     model.save(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def six_export(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    root = tmp_path_factory.mktemp("six")
-    model_path = _save(build_ribeiro(), root / "six.keras")
-    validation = [SHARED_WFDB] if SHARED_WFDB.exists() else []
-    result = export_model(model_path, root / "export", ExportOptions(**FAST), validation=validation)
-    return model_path, result
 
 
 def test_six_class_export_files_and_manifest(six_export):

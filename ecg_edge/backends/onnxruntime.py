@@ -51,8 +51,8 @@ class OnnxRuntimeBackend(Backend):
         out: list[tuple[str, dict[str, str]] | str] = []
         for provider in PROVIDERS[self.device]:
             if provider == "TensorrtExecutionProvider":
-                options = {"trt_fp16_enable": str(self.precision == "fp16"),
-                           "trt_int8_enable": str(self.precision == "int8")}
+                # Precision comes from the graph (FP16 ops, Q/DQ nodes): no implicit-precision flags.
+                options: dict[str, str] = {}
                 if self.trt_cache_dir:
                     options |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(self.trt_cache_dir),
                                 "trt_timing_cache_enable": "True"}

@@ -1,0 +1,102 @@
+"""Backends: one protocol (`ecg_edge.backends.base.Backend`), one module each, chosen by name or
+by what is present. `open_backend` reads an export folder's manifest and checks file hashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ecg_edge.backends.base import Backend
+from ecg_edge.errors import InputError
+
+# Fastest first: what `auto` tries.
+AUTO_ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
+BACKENDS = (*AUTO_ORDER, "keras")
+
+
+def _present(name: str, manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
+    """Whether backend `name` can run `precision` here, and why not."""
+    from ecg_edge.export.manifest import find_file
+
+    if name == "tensorrt":
+        from ecg_edge.gpu import tensorrt_status
+
+        if find_file(manifest, "tensorrt", precision) is None:
+            return False, f"no {precision} TensorRT engine in the export (ecg-edge export --engine)"
+        return tensorrt_status()
+    if name.startswith("ort-"):
+        from ecg_edge.backends.onnxruntime import PROVIDERS, available_providers
+
+        if find_file(manifest, "onnx", precision) is None:
+            return False, f"no {precision} ONNX file in the export"
+        provider = PROVIDERS[name.removeprefix("ort-")][0]
+        if provider not in available_providers():
+            return False, f"onnxruntime here lacks {provider}"
+        return True, ""
+    if name == "keras":
+        try:
+            import keras  # noqa: F401
+        except ImportError:
+            return False, "TensorFlow/Keras is not installed"
+        return True, ""
+    return False, f"unknown backend {name!r}"
+
+
+def open_backend(
+    export_dir: str | Path, backend: str = "auto", precision: str = "fp32", threads: int | None = None,
+) -> tuple[Backend, dict[str, Any]]:
+    """A ready-to-activate backend for an export folder, and the manifest.
+
+    `auto` takes the first present of AUTO_ORDER; a backend named explicitly that is not present
+    is an error that says why.
+    """
+    from ecg_edge.export.manifest import find_file, load_manifest, sha256_file, verified_path
+
+    export_dir = Path(export_dir)
+    manifest = load_manifest(export_dir)
+    if backend == "auto":
+        reasons = []
+        for name in AUTO_ORDER:
+            ok, why = _present(name, manifest, precision)
+            if ok:
+                backend = name
+                break
+            reasons.append(f"{name}: {why}")
+        else:
+            raise InputError(export_dir, "no backend can run it: " + "; ".join(reasons))
+    elif backend not in BACKENDS:
+        raise InputError(None, f"unknown backend {backend!r}: choose from auto, {', '.join(BACKENDS)}")
+    else:
+        ok, why = _present(backend, manifest, precision)
+        if not ok:
+            raise InputError(export_dir, f"backend {backend} cannot run {precision}: {why}")
+
+    if backend == "keras":
+        from ecg_edge.backends.keras import KerasBackend
+
+        source = Path(manifest["model"]["source"])
+        if not source.exists():
+            raise InputError(source, "the Keras model this export was made from is gone")
+        if sha256_file(source) != manifest["model"]["source_sha256"]:
+            raise InputError(source, "Keras model changed since the export (sha256 differs): re-export")
+        return KerasBackend(source), manifest
+    if backend == "tensorrt":
+        from ecg_edge.backends.tensorrt import TensorRTBackend
+
+        name = find_file(manifest, "tensorrt", precision)
+        assert name is not None
+        plan = verified_path(export_dir, manifest, name)
+        return TensorRTBackend(plan, manifest["files"][name], precision=precision), manifest
+
+    from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    device = backend.removeprefix("ort-")
+    name = find_file(manifest, "onnx", precision, "symmetric" if device == "tensorrt" else "default")
+    assert name is not None
+    path = verified_path(export_dir, manifest, name)
+    return OnnxRuntimeBackend(path, device=device, threads=threads, precision=precision,
+                              trt_cache_dir=export_dir / "ort-trt-cache" if device == "tensorrt" else None,
+                              ), manifest
+
+
+__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "open_backend"]

@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from conftest import SHARED_WFDB, needs_shared, write_code_hdf5
+from ecg_edge.export.manifest import FORMAT_VERSION, sha256_file, write_json_atomic
+from typer.testing import CliRunner
+
+from ecg_edge.backends import open_backend
+from ecg_edge.cli import app
+from ecg_edge.infer import run_inference
+from ecg_edge.spec import CLASSES, LEADS, REFERENCE_THRESHOLDS
+
+runner = CliRunner()
+
+
+def run_cli(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def tiny_export(out):
+    """A real ONNX model with the product's I/O (mean over time -> dense -> sigmoid): fast enough
+    to stream 20,000 exams in a test. Built with onnx.helper, run by onnxruntime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out.mkdir(parents=True, exist_ok=True)
+    w = np.random.default_rng(0).normal(size=(12, 6)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["signal"], ["mean"], axes=[1], keepdims=0),
+         helper.make_node("MatMul", ["mean", "w"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["abnormalities"])],
+        "tiny",
+        [helper.make_tensor_value_info("signal", TensorProto.FLOAT, [None, 4096, 12])],
+        [helper.make_tensor_value_info("abnormalities", TensorProto.FLOAT, [None, 6])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out / "model.onnx")
+    manifest = {
+        "format": FORMAT_VERSION, "model": {"kind": "ribeiro", "task": "six", "classes": list(CLASSES)},
+        "input": {"name": "signal", "shape": [None, 4096, 12], "leads": list(LEADS)},
+        "output": {"name": "abnormalities", "classes": list(CLASSES)},
+        "thresholds": dict(REFERENCE_THRESHOLDS),
+        "files": {"model.onnx": {"format": "onnx", "precision": "fp32", "variant": "default",
+                                 "sha256": sha256_file(out / "model.onnx")}},
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return out
+
+
+def _hdf5_set(path, n=70, seed=4):
+    from ecg_edge.training.synthetic import synthesize
+
+    x, _ = synthesize(n, seed=seed)
+    return write_code_hdf5(path, x, exam_ids=np.arange(1000, 1000 + n)), x
+
+
+@needs_shared
+def test_backends_agree_on_real_and_hdf5(six_export, tmp_path):
+    model_path, result = six_export
+    h5, _ = _hdf5_set(tmp_path / "exams.h5")
+    inputs = [SHARED_WFDB, h5]
+    runs = {}
+    for backend, precision in (("ort-cpu", "fp32"), ("ort-cpu", "int8"), ("keras", "fp32")):
+        runner_, manifest = open_backend(result.out_dir, backend, precision)
+        with runner_:
+            runs[(backend, precision)] = run_inference(inputs, runner_, manifest, batch=16)
+    reference = runs[("ort-cpu", "fp32")]
+    assert len(reference.ids) == 13 + 70
+    assert reference.ids[:2] == ["00001_lr", "HR06000"] and reference.ids[13:15] == ["1000", "1001"]
+    for key, run in runs.items():
+        assert run.ids == reference.ids, key
+    assert np.abs(runs[("keras", "fp32")].probabilities - reference.probabilities).max() < 1e-4
+    int8 = runs[("ort-cpu", "int8")]
+    thresholds = np.array(list(REFERENCE_THRESHOLDS.values()))
+    assert np.abs(int8.probabilities - reference.probabilities).mean() < 0.05
+    assert ((int8.probabilities >= thresholds) == (reference.probabilities >= thresholds)).mean() > 0.9
+
+
+def test_csv_and_json_round_trip(six_export, tmp_path):
+    _, result = six_export
+    h5, _ = _hdf5_set(tmp_path / "exams.h5", n=20)
+    csv_path, json_path = tmp_path / "out.csv", tmp_path / "out.json"
+    for out in (csv_path, json_path):
+        r = run_cli("infer", str(h5), "--model", str(result.out_dir), "--batch", "8", "-o", str(out))
+        assert r.exit_code == 0, r.output
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    doc = json.loads(json_path.read_text())
+    assert list(rows[0].keys()) == ["exam_id", *CLASSES, "findings"]
+    assert [r["exam_id"] for r in rows] == [str(i) for i in range(1000, 1020)]
+    assert [e["exam_id"] for e in doc["exams"]] == [r["exam_id"] for r in rows]
+    assert doc["model_sha256"] == result.manifest["files"]["model.onnx"]["sha256"]
+    assert doc["precision"] == "fp32" and "CPUExecutionProvider" in doc["backend"]
+    assert doc["thresholds"] == result.manifest["thresholds"]
+    for row, exam in zip(rows, doc["exams"], strict=True):
+        for c in CLASSES:
+            assert float(row[c]) == pytest.approx(exam[c], abs=1e-6)
+        expected = [c for c in CLASSES if exam[c] >= doc["thresholds"][c]]
+        assert exam["findings"] == expected and row["findings"] == ";".join(expected)
+
+
+def test_threshold_override(tmp_path):
+    export = tiny_export(tmp_path / "tiny")
+    h5, _ = _hdf5_set(tmp_path / "e.h5", n=5)
+    out = tmp_path / "o.json"
+    assert run_cli("infer", str(h5), "--model", str(export), "--threshold", "1.0", "--threshold", "AF=0",
+                   "-o", str(out)).exit_code == 0
+    doc = json.loads(out.read_text())
+    assert all(e["findings"] == ["AF"] for e in doc["exams"])
+    bad = run_cli("infer", str(h5), "--model", str(export), "--threshold", "XYZ=0.3")
+    assert bad.exit_code == 2 and "unknown class" in bad.output
+
+
+def test_twenty_thousand_exams_bounded_memory(tmp_path):
+    """20,000 exams (3.9 GB of tracings) stream through with peak RSS under 1 GiB.
+
+    The first 512 exams hold synthetic ECGs; the rest are HDF5 fill values, read through the same
+    API: the file is made in a second rather than minutes.
+    """
+    from ecg_edge.training.synthetic import synthesize
+
+    export = tiny_export(tmp_path / "tiny")
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("tracings", shape=(20_000, 4096, 12), dtype="float32", chunks=(16, 4096, 12))
+        d[:512] = synthesize(512, seed=1)[0]
+        f.create_dataset("exam_id", data=np.arange(20_000))
+    out = tmp_path / "big.csv"
+    # The child reports its own peak RSS: VmHWM starts afresh at exec, while getrusage's ru_maxrss
+    # keeps the forking parent's peak (pytest with TensorFlow loaded).
+    code = (
+        "import sys\n"
+        "from ecg_edge.cli import app\n"
+        f"sys.argv = ['ecg-edge', 'infer', {str(path)!r}, '--model', {str(export)!r}, '-o', {str(out)!r}]\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    status = exc.code\n"
+        "hwm = [line for line in open('/proc/self/status') if line.startswith('VmHWM')][0]\n"
+        "print('PEAK_KIB', hwm.split()[1], file=sys.stderr)\n"
+        "sys.exit(status)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    peak_kib = int(proc.stderr.split("PEAK_KIB")[1].split()[0])
+    assert peak_kib < 1 << 20, f"peak RSS {peak_kib / 1024:.0f} MiB"
+    with open(out) as f:
+        assert sum(1 for _ in f) == 20_001
+
+
+# Bad input: exit code 2, one line naming the file and the problem, no output file.
+def _nan_h5(p):
+    x = np.zeros((3, 4096, 12), np.float32)
+    x[1, 100, 3] = np.nan
+    write_code_hdf5(p, x, exam_ids=[1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "extra", "message"),
+    [
+        ("nan.h5", _nan_h5, [], "NaN"),
+        ("empty.h5", lambda p: p.write_bytes(b""), [], "file is empty"),
+        ("corrupt.h5", lambda p: p.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64), [], "not a readable HDF5"),
+        ("short.h5", lambda p: write_code_hdf5(p, np.zeros((2, 1000, 12))), [], "expected (N, 4096, 12)"),
+        ("x.npy", lambda p: np.save(p, np.zeros((5000, 12))), [], "pass --fs and --leads"),
+        ("few.npy", lambda p: np.save(p, np.ones((5000, 3))), ["--fs", "500", "--leads", "I,V1,V2"],
+         "missing leads"),
+        ("rate.npy", lambda p: np.save(p, np.ones((5000, 2))), ["--fs", "0", "--leads", "I,II"],
+         "invalid sampling rate"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and "." in v else "",
+)
+def test_bad_input_exit_2(tmp_path, name, make, extra, message):
+    export = tiny_export(tmp_path / "tiny")
+    bad = tmp_path / name
+    make(bad)
+    out = tmp_path / "out.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ecg_edge.cli", "infer", str(bad), "--model", str(export), "-o", str(out), *extra],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.csv*"))
+
+
+def test_model_not_matching_manifest(tmp_path):
+    export = tiny_export(tmp_path / "tiny")
+    h5, _ = _hdf5_set(tmp_path / "e.h5", n=3)
+    with open(export / "model.onnx", "ab") as f:
+        f.write(b"tampered")
+    r = run_cli("infer", str(h5), "--model", str(export))
+    assert r.exit_code == 2 and "sha256 does not match" in r.output
+    shutil.rmtree(export)
+    r = run_cli("infer", str(h5), "--model", str(export))
+    assert r.exit_code == 2 and "no export here" in r.output
+
+
+def test_keep_going_skips_bad_file(tmp_path):
+    export = tiny_export(tmp_path / "tiny")
+    good, _ = _hdf5_set(tmp_path / "good.h5", n=4)
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    out = tmp_path / "o.csv"
+    stop = run_cli("infer", str(bad), str(good), "--model", str(export), "-o", str(out))
+    assert stop.exit_code == 2 and not out.exists()
+    going = run_cli("infer", str(bad), str(good), "--model", str(export), "-o", str(out), "--keep-going")
+    assert going.exit_code == 0, going.output
+    assert "skipped" in going.output and "bad.h5" in going.output
+    with open(out) as f:
+        assert [r["exam_id"] for r in csv.DictReader(f)] == ["1000", "1001", "1002", "1003"]
+
+
+def test_unknown_backend_and_output(tmp_path):
+    export = tiny_export(tmp_path / "tiny")
+    h5, _ = _hdf5_set(tmp_path / "e.h5", n=2)
+    r = run_cli("infer", str(h5), "--model", str(export), "--backend", "tensorrt")
+    assert r.exit_code == 2 and "no fp32 TensorRT engine" in r.output
+    r = run_cli("infer", str(h5), "--model", str(export), "-o", str(tmp_path / "x.txt"))
+    assert r.exit_code == 2 and ".csv or .json" in r.output
