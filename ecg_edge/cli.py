@@ -123,25 +123,111 @@ def demo(
     console.print(f"wrote {h5_path} and {csv_path}")
 
 
-@app.command()
-@user_errors
-def train() -> None:
-    """Train the Ribeiro network on CODE-layout HDF5 + labels CSV (the original recipe)."""
-    _not_yet("train")
+def _epoch_printer(total: int) -> Callable[[int, dict], None]:
+    def show(epoch: int, logs: dict) -> None:
+        numbers = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float))
+        console.print(f"epoch {epoch + 1}/{total}  {numbers}", highlight=False)
+
+    return show
+
+
+def _check_data(data: list[Path], labels: Path) -> None:
+    for path in [*data, labels]:
+        if not path.exists():
+            raise InputError(path, "no such file")
 
 
 @app.command()
 @user_errors
-def finetune() -> None:
+def train(
+    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.")],
+    task: Annotated[str, typer.Option(help="six (abnormalities) or binary (normal/abnormal).")] = "six",
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping may end sooner).")] = 70,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's model.keras).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    validation_fraction: Annotated[float, typer.Option(help="Last share of exams held out.")] = 0.02,
+    strategy: Annotated[str, typer.Option(help="none, mirrored (all GPUs here) or multiworker (TF_CONFIG).")] = "none",
+) -> None:
+    """Train the Ribeiro network on CODE-layout HDF5 + labels CSV (the original recipe); resumes if interrupted."""
+    from ecg_edge.home import home_model_path
+    from ecg_edge.training.train import TrainOptions, train_model
+
+    if len(data) < 2:
+        raise InputError(None, "give DATA.h5 [DATA2.h5 ...] LABELS.csv")
+    *h5s, labels = data
+    _check_data(h5s, labels)
+    out = out or home_model_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
+                           validation_fraction=validation_fraction, strategy=strategy)
+    path, info = train_model(h5s, labels, out, options, epoch_end=_epoch_printer(epochs))
+    console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
+
+
+@app.command()
+@user_errors
+def finetune(
+    base: Annotated[Path, typer.Argument(help="Trained six-class model: .keras or the original model.hdf5.")],
+    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.")],
+    task: Annotated[str, typer.Option(help="binary (normal/abnormal) or six.")] = "binary",
+    freeze: Annotated[int, typer.Option(help="Freeze the first N layers of the base.")] = 5,
+    cut: Annotated[int, typer.Option(help="Cut the base after this layer.")] = 45,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    unfreeze_epochs: Annotated[int, typer.Option(help="Second stage: all layers at lr/10.")] = 0,
+    batch: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's transfer.keras).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
     """Fine-tune the transfer model on top of a trained six-class model."""
-    _not_yet("finetune")
+    from ecg_edge.home import model_home
+    from ecg_edge.training.train import TrainOptions, finetune_model
+
+    if len(data) < 2:
+        raise InputError(None, "give BASE DATA.h5 [DATA2.h5 ...] LABELS.csv")
+    *h5s, labels = data
+    _check_data([base, *h5s], labels)
+    out = out or model_home() / "transfer.keras"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed)
+    path, info = finetune_model(base, h5s, labels, out, options, freeze=freeze, cut=cut,
+                                unfreeze_epochs=unfreeze_epochs, epoch_end=_epoch_printer(epochs))
+    console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
 
 
 @app.command()
 @user_errors
-def evaluate() -> None:
-    """Per-class precision, recall, specificity, F1, AUROC/AUPRC with plots."""
-    _not_yet("evaluate")
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A .keras/.hdf5 model or an export folder.")],
+    data: Annotated[list[Path], typer.Argument(help="HDF5 files or WFDB records/folders; a labels CSV last "
+                                                    "(WFDB '# Dx:' headers serve without one).")],
+    backend: Annotated[str, typer.Option(help="For an export folder: auto, ort-cpu, tensorrt, ...")] = "auto",
+    precision: Annotated[str, typer.Option(help="For an export folder: fp32, fp16 or int8.")] = "fp32",
+    report: Annotated[Path | None, typer.Option(help="Write report.md, report.json and curves.png here.")] = None,
+    bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for the 95% intervals.")] = 200,
+) -> None:
+    """Per-class precision, recall, specificity, F1, AUROC/AUPRC (95% bootstrap CIs), with plots."""
+    from ecg_edge.training.evaluate import METRICS, write_report
+    from ecg_edge.training.evaluate import evaluate as run_evaluation
+
+    labels = data[-1] if data[-1].suffix.lower() == ".csv" else None
+    inputs = data[:-1] if labels else data
+    if not inputs:
+        raise InputError(None, "no data to evaluate on")
+    result = run_evaluation(model, inputs, labels, backend=backend, precision=precision, n_boot=bootstrap)
+    table = Table(title=f"{result['n_exams']} exams, {result['backend']}")
+    table.add_column("class")
+    table.add_column("n+", justify="right")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for c, s in result["scores"].items():
+        table.add_row(c, str(s["positives"]), *("-" if s[m] != s[m] else f"{s[m]:.3f}" for m in METRICS))
+    console.print(table)
+    if report is not None:
+        write_report(result, report)
+        console.print(f"wrote {report}/report.md")
 
 
 def _split(values: str) -> list[str]:

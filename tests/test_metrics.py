@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, max_f1_threshold, threshold_metrics
+
+
+def test_threshold_metrics_by_hand():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    pred = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    m = threshold_metrics(y, pred)  # tp 2, fn 1, fp 1, tn 4
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(4 / 5)
+    assert m["f1"] == pytest.approx(2 / 3)
+
+
+def test_auroc_by_hand():
+    # Positives 0.9, 0.4; negatives 0.5, 0.1: pairs won 3 of 4.
+    assert auroc(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.5, 0.1])) == pytest.approx(0.75)
+    assert auroc(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert np.isnan(auroc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_against_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        y = rng.integers(0, 2, 300)
+        score = np.round(rng.random(300) * 0.6 + y * 0.3, 2)  # rounding makes ties
+        assert auroc(y, score) == pytest.approx(sklearn.roc_auc_score(y, score))
+        assert auprc(y, score) == pytest.approx(sklearn.average_precision_score(y, score))
+        pred = score >= 0.5
+        m = threshold_metrics(y, pred)
+        assert m["f1"] == pytest.approx(sklearn.f1_score(y, pred))
+        assert m["precision"] == pytest.approx(sklearn.precision_score(y, pred))
+        assert m["recall"] == pytest.approx(sklearn.recall_score(y, pred))
+
+
+def test_max_f1_threshold_and_bootstrap():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    score = np.array([0.1, 0.2, 0.35, 0.3, 0.8, 0.9])
+    assert max_f1_threshold(y, score) == pytest.approx(0.3)
+    lo, hi = bootstrap_ci(auroc, np.tile(y, 20), np.tile(score, 20), n=100)
+    assert lo <= auroc(y, score) <= hi and hi - lo < 0.3

@@ -1,0 +1,157 @@
+"""Per-class evaluation of any backend (Keras or an export folder), with a report and plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, pr_curve, roc_curve, threshold_metrics
+
+from ecg_edge.errors import InputError
+from ecg_edge.infer import InferenceRun, run_inference
+from ecg_edge.spec import CLASSES
+
+# Ribeiro et al. 2020, Table 2: the DNN on the 827-exam CODE test set (the reference repository's
+# outputs/tables/scores.csv).
+PAPER_DNN_SCORES: dict[str, dict[str, float]] = {
+    "1dAVb": {"precision": 0.867, "recall": 0.929, "specificity": 0.995, "f1": 0.897},
+    "RBBB": {"precision": 0.895, "recall": 1.000, "specificity": 0.995, "f1": 0.944},
+    "LBBB": {"precision": 1.000, "recall": 1.000, "specificity": 1.000, "f1": 1.000},
+    "SB": {"precision": 0.833, "recall": 0.938, "specificity": 0.996, "f1": 0.882},
+    "AF": {"precision": 1.000, "recall": 0.769, "specificity": 1.000, "f1": 0.870},
+    "ST": {"precision": 0.947, "recall": 0.973, "specificity": 0.997, "f1": 0.960},
+}
+METRICS = ("precision", "recall", "specificity", "f1", "auroc", "auprc")
+
+
+def score_classes(
+    y: np.ndarray, p: np.ndarray, classes: Sequence[str], thresholds: dict[str, float], n_boot: int = 200,
+) -> dict[str, dict[str, Any]]:
+    """Per class: the metrics at the threshold and a 95% bootstrap interval for each."""
+    out: dict[str, dict[str, Any]] = {}
+    for k, c in enumerate(classes):
+        yk, pk, t = y[:, k], p[:, k], thresholds[c]
+        values: dict[str, Any] = {**threshold_metrics(yk, pk >= t), "auroc": auroc(yk, pk), "auprc": auprc(yk, pk)}
+        ci = {}
+        for name in METRICS:
+            if name in ("auroc", "auprc"):
+                fn = auroc if name == "auroc" else auprc
+            else:
+                def fn(a: np.ndarray, b: np.ndarray, name: str = name, t: float = t) -> float:
+                    return threshold_metrics(a, b >= t)[name]
+            ci[name] = bootstrap_ci(fn, yk, pk, n=n_boot, seed=k)
+        out[c] = {"threshold": t, "positives": int(yk.sum()), **values, "ci95": ci}
+    return out
+
+
+def labels_for(run: InferenceRun, labels_csv: str | Path | None, task: str,
+               header_labels: dict[str, dict[str, int]]) -> np.ndarray:
+    """Label matrix in the run's exam order, from a CSV or from WFDB `# Dx:` headers."""
+    if labels_csv is not None:
+        from ecg_edge.training.data import read_labels_csv
+
+        table = read_labels_csv(labels_csv, task)
+        missing = [i for i in run.ids if i not in table]
+        if missing:
+            raise InputError(labels_csv, f"no labels for {len(missing)} exams (first: {missing[0]})")
+        return np.stack([table[i] for i in run.ids])
+    if task != "six":
+        raise InputError(None, "WFDB headers give the six classes only: pass a labels CSV for the binary task")
+    missing = [i for i in run.ids if not header_labels.get(i)]
+    if missing:
+        raise InputError(None, f"no labels CSV and no '# Dx:' header for {missing[0]}")
+    return np.array([[header_labels[i][c] for c in CLASSES] for i in run.ids], dtype=np.float32)
+
+
+def evaluate(
+    model: str | Path, data: Sequence[str | Path], labels_csv: str | Path | None = None,
+    backend: str = "auto", precision: str = "fp32", n_boot: int = 200,
+) -> dict[str, Any]:
+    """Score a model (.keras/.hdf5 file, or an export folder through any backend) on labelled data."""
+    from ecg_edge.export.onnx_export import load_keras_model
+
+    from ecg_edge.backends import open_backend
+    from ecg_edge.backends.keras import KerasBackend
+    from ecg_edge.recording import expand_inputs, is_hdf5, read_recording
+
+    model = Path(model)
+    if model.is_dir():
+        runner, manifest = open_backend(model, backend, precision)
+    else:
+        _, info = load_keras_model(model)
+        runner = KerasBackend(model)
+        manifest = {"output": {"classes": info["classes"]}, "thresholds": info["thresholds"], "files": {}}
+    classes = list(manifest["output"]["classes"])
+    task = "six" if classes == list(CLASSES) else "binary"
+    header_labels: dict[str, dict[str, int]] = {}
+    if labels_csv is None:
+        for path in expand_inputs(data):
+            if not is_hdf5(path) and path.suffix.lower() != ".npy":
+                rec = read_recording(path)
+                header_labels[rec.id] = rec.labels
+    with runner:
+        run = run_inference(data, runner, manifest, batch=32)
+    y = labels_for(run, labels_csv, task, header_labels)
+    return {
+        "model": str(model), "backend": run.backend, "precision": run.precision, "n_exams": len(run.ids),
+        "classes": classes, "thresholds": manifest["thresholds"],
+        "scores": score_classes(y, run.probabilities, classes, manifest["thresholds"], n_boot),
+        "_y": y, "_p": run.probabilities,
+    }
+
+
+def _fmt(value: float) -> str:
+    return "-" if value is None or np.isnan(value) else f"{value:.3f}"
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Evaluation of {report['model']}", "",
+             f"{report['n_exams']} exams, {report['backend']}.", "",
+             "| class | n+ | threshold | precision | recall | specificity | F1 | AUROC | AUPRC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c, s in report["scores"].items():
+        cells = [f"{_fmt(s[m])} ({_fmt(s['ci95'][m][0])}-{_fmt(s['ci95'][m][1])})" for m in METRICS]
+        lines.append(f"| {c} | {s['positives']} | {s['threshold']:.3f} | " + " | ".join(cells) + " |")
+    if report["classes"] == list(CLASSES):
+        lines += ["", "Ribeiro et al. 2020 (Table 2, DNN, CODE test set of 827 exams), for comparison on that set:", "",
+                  "| class | precision | recall | specificity | F1 |", "| --- | --- | --- | --- | --- |"]
+        for c, s in PAPER_DNN_SCORES.items():
+            lines.append(f"| {c} | {s['precision']:.3f} | {s['recall']:.3f} | {s['specificity']:.3f} | {s['f1']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
+    """report.json, report.md and ROC/PR curves per class (PNG, when matplotlib is installed)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y, p = report["_y"], report["_p"]
+    public = {k: v for k, v in report.items() if not k.startswith("_")}
+    (out_dir / "report.json").write_text(json.dumps(public, indent=1))
+    (out_dir / "report.md").write_text(report_markdown(report))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return out_dir
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for k, c in enumerate(report["classes"]):
+        if y[:, k].any() and not y[:, k].all():
+            fpr, tpr = roc_curve(y[:, k], p[:, k])
+            recall, precision = pr_curve(y[:, k], p[:, k])
+            axes[0].plot(fpr, tpr, label=f"{c} (AUROC {report['scores'][c]['auroc']:.3f})")
+            axes[1].plot(recall, precision, label=f"{c} (AUPRC {report['scores'][c]['auprc']:.3f})")
+    axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
+    axes[0].set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    axes[1].set(xlabel="recall", ylabel="precision", title="precision-recall")
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=100)
+    plt.close(fig)
+    return out_dir

@@ -1,0 +1,175 @@
+"""The reference training recipe, resumable, and fine-tuning of the transfer model."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from ecg_edge.training.data import HDF5Sequence, train_validation_sequences
+from ecg_edge.training.metrics import max_f1_threshold
+from ecg_edge.training.model_info import write_model_info
+from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer, compile_for_training
+
+from ecg_edge.errors import InputError
+from ecg_edge.spec import class_names
+
+
+@dataclass
+class TrainOptions:
+    task: str = "six"
+    epochs: int = 70
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    validation_fraction: float = 0.02
+    seed: int = 0
+    strategy: str = "none"  # "none", "mirrored" (GPUs of one machine) or "multiworker" (TF_CONFIG)
+    early_stopping_patience: int = 9
+    lr_patience: int = 7
+
+
+def _strategy(name: str) -> Any:
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name != "none":
+        raise InputError(None, f"unknown strategy {name!r}: none, mirrored or multiworker")
+    return None
+
+
+def callbacks(work_dir: Path, options: TrainOptions, epoch_end: Callable[[int, dict], None] | None) -> list:
+    """The reference's callbacks plus resumption: BackupAndRestore keeps the last finished epoch."""
+    cbs = [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=options.lr_patience,
+                                          min_lr=options.learning_rate / 100),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.early_stopping_patience,
+                                      min_delta=1e-5),
+        keras.callbacks.ModelCheckpoint(work_dir / "last.keras"),
+        keras.callbacks.ModelCheckpoint(work_dir / "best.keras", monitor="val_loss", save_best_only=True),
+        keras.callbacks.CSVLogger(work_dir / "training.csv", append=True),
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
+    ]
+    with contextlib.suppress(ImportError):  # TensorBoard logs need the tensorboard package
+        import tensorboard  # noqa: F401
+
+        cbs.append(keras.callbacks.TensorBoard(str(work_dir / "logs")))
+    if epoch_end is not None:
+        cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch_end(epoch, logs or {})))
+    return cbs
+
+
+def predict_sequence(model: Any, seq: HDF5Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) over a sequence, in its order."""
+    ys, ps = [], []
+    for i in range(len(seq)):
+        x, y = seq[i]
+        ys.append(y)
+        ps.append(np.asarray(model(x, training=False)))
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+def choose_thresholds(model: Any, val: HDF5Sequence, classes: Sequence[str]) -> dict[str, float]:
+    """Per class, the threshold of maximal F1 on the validation exams."""
+    y, p = predict_sequence(model, val)
+    return {c: max_f1_threshold(y[:, k], p[:, k]) for k, c in enumerate(classes)}
+
+
+def _fit(
+    build: Callable[[], Any], data: Sequence[str | Path], labels_csv: str | Path, out: Path, options: TrainOptions,
+    kind: str, epoch_end: Callable[[int, dict], None] | None,
+) -> tuple[Path, dict[str, Any]]:
+    keras.utils.set_random_seed(options.seed)
+    train, val = train_validation_sequences(data, labels_csv, options.task, options.batch_size,
+                                            options.validation_fraction, options.seed)
+    out = Path(out)
+    work_dir = out.with_suffix(".training")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    strategy = _strategy(options.strategy)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = build()
+    model.fit(train, validation_data=val, epochs=options.epochs, verbose=0,
+              callbacks=callbacks(work_dir, options, epoch_end))
+    best = work_dir / "best.keras"
+    if best.exists():
+        model = keras.saving.load_model(best)
+    classes = list(class_names(options.task))
+    info = {"task": options.task, "kind": kind, "classes": classes,
+            "thresholds": choose_thresholds(model, val, classes),
+            "thresholds_source": f"max F1 on {len(val.index)} validation exams",
+            "trained_on": [str(p) for p in data], "epochs_run": len(_read_log(work_dir / "training.csv"))}
+    tmp = out.with_name(out.name + ".part.keras")
+    model.save(tmp)
+    tmp.replace(out)
+    write_model_info(out, info)
+    train.close()
+    val.close()
+    return out, info
+
+
+def _read_log(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train_model(
+    data: Sequence[str | Path], labels_csv: str | Path, out: str | Path, options: TrainOptions | None = None,
+    epoch_end: Callable[[int, dict], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train the Ribeiro network (six classes) or its binary head; resumes an interrupted run.
+
+    Writes `out` (the best model by validation loss) and `out`.json (classes, thresholds);
+    checkpoints and logs go to `out` with suffix `.training/`.
+    """
+    options = options or TrainOptions()
+    build = build_ribeiro if options.task == "six" else build_binary
+
+    def compiled() -> Any:
+        return compile_for_training(build(), options.learning_rate)
+
+    return _fit(compiled, data, labels_csv, Path(out), options, "ribeiro" if options.task == "six" else "binary",
+                epoch_end)
+
+
+def finetune_model(
+    base: str | Path, data: Sequence[str | Path], labels_csv: str | Path, out: str | Path,
+    options: TrainOptions | None = None, freeze: int = 5, cut: int = 45, unfreeze_epochs: int = 0,
+    epoch_end: Callable[[int, dict], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """The transfer model on a trained six-class model (a .keras file or the original model.hdf5).
+
+    With `unfreeze_epochs`, a second stage trains every layer at a tenth of the learning rate.
+    """
+    from ecg_edge.export.onnx_export import load_keras_model
+
+    options = options or TrainOptions(task="binary")
+    base_model, base_info = load_keras_model(base)
+    if base_info["task"] != "six":
+        raise InputError(base, "the base of a transfer model must be a six-class model")
+    n_out = len(class_names(options.task))
+
+    def compiled() -> Any:
+        return compile_for_training(build_transfer(base_model, freeze=freeze, cut=cut, n_outputs=n_out),
+                                    options.learning_rate)
+
+    out, info = _fit(compiled, data, labels_csv, Path(out), options, "transfer", epoch_end)
+    if unfreeze_epochs > 0:
+        model = keras.saving.load_model(out)
+        for layer in model.layers:
+            layer.trainable = True
+        compile_for_training(model, options.learning_rate / 10)
+        stage2 = TrainOptions(**{**options.__dict__, "epochs": unfreeze_epochs,
+                                 "learning_rate": options.learning_rate / 10})
+        out, info = _fit(lambda: model, data, labels_csv, out.with_name(out.stem + ".unfrozen.keras"), stage2,
+                         "transfer", epoch_end)
+    return out, info
