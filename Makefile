@@ -11,8 +11,11 @@ $(BIN)/ecg-edge: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[train,dev]"
 	touch $@
 
+# Real recordings beside the checkout (../shared/data/wfdb), when present, are validated and inferred on too.
+RECORDS := $(wildcard ../shared/data/wfdb)
+
 demo: $(BIN)/ecg-edge
-	$(BIN)/ecg-edge demo
+	$(BIN)/ecg-edge demo $(addprefix --records ,$(RECORDS))
 
 test: $(BIN)/ecg-edge
 	$(BIN)/python -m pytest -q

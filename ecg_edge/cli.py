@@ -59,11 +59,6 @@ def main(
     _state["debug"] = debug
 
 
-def _not_yet(command: str) -> None:
-    err_console.print(f"error: `ecg-edge {command}` is not implemented yet in this version")
-    raise typer.Exit(2)
-
-
 @app.command()
 @user_errors
 def synth(
@@ -106,21 +101,97 @@ def summarize_labels(csv_path: Path) -> Table:
 @app.command()
 @user_errors
 def demo(
-    n: Annotated[int, typer.Option("--n", min=50, help="Synthetic ECGs to make.")] = 2000,
+    n: Annotated[int, typer.Option("--n", min=100, help="Synthetic training ECGs.")] = 1000,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the six-class model.")] = 3,
+    records: Annotated[list[Path] | None, typer.Option(help="Real recordings (WFDB/HDF5) to validate and infer on.")]
+    = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Whole pipeline on synthetic data: synth -> train -> export -> infer -> bench."""
-    from ecg_edge.home import model_home
-    from ecg_edge.progress import progress_bar
-    from ecg_edge.training.synthetic import write_synthetic_set
+    """Whole pipeline on synthetic data: synth -> train -> fine-tune -> evaluate -> export -> infer -> bench."""
+    import time
 
+    from ecg_edge.backends import open_backend
+    from ecg_edge.bench import run_matrix
+    from ecg_edge.export.pipeline import ExportOptions, export_model
+    from ecg_edge.home import home_export_dir, home_model_path, model_home
+    from ecg_edge.infer import run_inference, write_results
+    from ecg_edge.progress import progress_bar
+    from ecg_edge.training.evaluate import evaluate as run_evaluation
+    from ecg_edge.training.evaluate import write_report
+    from ecg_edge.training.synthetic import write_synthetic_set
+    from ecg_edge.training.train import TrainOptions, finetune_model, train_model
+
+    records = [r for r in records or [] if r.exists()]
     home = model_home()
-    home.mkdir(parents=True, exist_ok=True)
-    console.rule("1. synthetic data")
-    with progress_bar("synthesizing", total=n) as advance:
-        h5_path, csv_path = write_synthetic_set(home / "synthetic.h5", n, seed=seed, progress=advance)
-    console.print(summarize_labels(csv_path))
-    console.print(f"wrote {h5_path} and {csv_path}")
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    console.rule("1/7 synthetic data")
+    n_test = max(n // 4, 50)
+    with progress_bar("synthesizing", total=n + n_test) as advance:
+        train_h5, train_csv = write_synthetic_set(home / "data" / "train.h5", n, seed=seed, progress=advance)
+        test_h5, test_csv = write_synthetic_set(home / "data" / "test.h5", n_test, seed=seed + 1, progress=advance)
+    console.print(summarize_labels(train_csv))
+
+    console.rule(f"2/7 train the six-class model ({epochs} epochs, CPU)")
+    t0 = time.perf_counter()
+    model_path, _ = train_model([train_h5], train_csv, home_model_path(),
+                                TrainOptions(epochs=epochs, batch_size=32, validation_fraction=0.1, seed=seed),
+                                epoch_end=_epoch_printer(epochs))
+    console.print(f"{n * 0.9 * epochs / (time.perf_counter() - t0):.1f} ECG/s training throughput")
+
+    console.rule("3/7 fine-tune the binary transfer model (1 epoch)")
+    transfer_path, _ = finetune_model(model_path, [train_h5], train_csv, home / "transfer.keras",
+                                      TrainOptions(task="binary", epochs=1, batch_size=32, validation_fraction=0.1,
+                                                   seed=seed), epoch_end=_epoch_printer(1))
+
+    console.rule("4/7 evaluate on held-out synthetic ECGs")
+    report = run_evaluation(model_path, [test_h5], test_csv, n_boot=100)
+    write_report(report, home / "reports" / "six-class")
+    binary = run_evaluation(transfer_path, [test_h5], test_csv, n_boot=100)
+    write_report(binary, home / "reports" / "transfer")
+    scores = Table(title=f"held-out synthetic: {report['n_exams']} exams")
+    for column in ("class", "AUROC", "F1", "recall", "specificity"):
+        scores.add_column(column, justify="left" if column == "class" else "right")
+    for name, s in [*report["scores"].items(), *(("abnormal (transfer)", v) for v in binary["scores"].values())]:
+        cells = (f"{s[m]:.3f}" if s[m] == s[m] else "-" for m in ("auroc", "f1", "recall", "specificity"))
+        scores.add_row(name, *cells)
+    console.print(scores)
+
+    console.rule("5/7 export ONNX FP32 / FP16 / INT8")
+    result = export_model(model_path, home_export_dir(), ExportOptions(int8_methods=("minmax",)),
+                          validation=records, log=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(export_table(result.manifest, home_export_dir()))
+
+    console.rule("6/7 infer")
+    results_dir = home / "results"
+    results_dir.mkdir(exist_ok=True)
+    runner, manifest = open_backend(home_export_dir(), "auto", "int8")
+    with runner:
+        for name, inputs in (("synthetic", [test_h5]), ("records", records)):
+            if not inputs:
+                continue
+            run = run_inference(inputs, runner, manifest)
+            write_results(run, results_dir / f"{name}.csv")
+            if name == "records":
+                console.print(results_table(run))
+            console.print(f"{name}: {len(run.ids)} exams, {run.throughput:.0f} ECG/s ({run.backend}) "
+                          f"-> {results_dir / f'{name}.csv'}", highlight=False)
+
+    console.rule("7/7 bench at batch 64")
+    bench_report = run_matrix(home_export_dir(), [64], [], [], warmup_s=1.0, duration_s=3.0, threads=None,
+                              cache_dir=home)
+    console.print(bench_table(bench_report))
+
+    console.rule("done")
+    console.print(f"{time.perf_counter() - started:.0f} s. Everything is in {home}:\n"
+                  f"  models   {model_path}, {transfer_path}\n"
+                  f"  reports  {home / 'reports'}\n"
+                  f"  export   {home_export_dir()}\n"
+                  f"  results  {results_dir}\n"
+                  "Now `ecg-edge infer RECORDING`, `ecg-edge export` and `ecg-edge bench --batch 64` work with no "
+                  "paths. A model trained on synthetic ECGs learns rate, rhythm and QRS-width cues; its "
+                  "outputs on real recordings are not diagnoses.", highlight=False)
 
 
 def _epoch_printer(total: int) -> Callable[[int, dict], None]:
@@ -378,9 +449,64 @@ def infer(
 
 @app.command()
 @user_errors
-def bench() -> None:
+def bench(
+    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's; "
+                                               "without one, random weights exported to a temp folder).")] = None,
+    batch: Annotated[str, typer.Option(help="Batch size(s), comma-separated: 1,8,64,256.")] = "64",
+    backend: Annotated[list[str] | None, typer.Option(help="Backends (repeatable; default: every one present "
+                                                           "but keras).")] = None,
+    precision: Annotated[list[str] | None, typer.Option(help="Precisions (repeatable; default: all exported).")] = None,
+    warmup: Annotated[float, typer.Option(help="Warm-up seconds per configuration.")] = 1.0,
+    duration: Annotated[float, typer.Option(help="Timed seconds per configuration.")] = 5.0,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every number to this JSON file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write latency/throughput plots to this PNG.")] = None,
+) -> None:
     """Latency percentiles and throughput per backend and precision."""
-    _not_yet("bench")
+    import tempfile
+
+    from ecg_edge.bench import run_matrix
+    from ecg_edge.home import home_export_dir, model_home
+
+    batches = [int(b) for b in _split(batch)] if all(b.isdigit() and int(b) > 0 for b in _split(batch)) else None
+    if not batches:
+        raise InputError(None, f"--batch {batch!r}: expected positive integers, e.g. 1,8,64")
+    with tempfile.TemporaryDirectory(prefix="ecg-edge-bench-") as tmp:
+        export_dir = model or home_export_dir()
+        if model is None and not (export_dir / "manifest.json").exists():
+            from ecg_edge.bench import random_weight_export
+
+            console.print("no export in the model home: benchmarking random weights (speed does not depend on them)")
+            export_dir = random_weight_export(Path(tmp))
+        report = run_matrix(export_dir, batches, backend or [], precision or [], warmup, duration, threads,
+                            cache_dir=model_home(), log=lambda line: err_console.print(line, highlight=False))
+    console.print(bench_table(report))
+    if json_out is not None:
+        from ecg_edge.export.manifest import write_json_atomic
+
+        write_json_atomic(json_out, {k: v for k, v in report.items() if k != "_results"})
+        console.print(f"wrote {json_out}")
+    if plot is not None:
+        from ecg_edge.bench import write_plot
+
+        write_plot(report["_results"], plot)
+        console.print(f"wrote {plot}")
+
+
+def bench_table(report: dict) -> Table:
+    env = report["environment"]
+    table = Table(title=f"{env['cpu']} ({env['cores']} cores){' + ' + env['gpu'] if 'gpu' in env else ''}",
+                  caption=f"{report['gflop_per_ecg']:.2f} GFLOP per ECG; CPU float32 peak "
+                          f"{report['cpu_peak_gflops']:.0f} GFLOP/s (numpy matmul) = 'peak'; latency per batch in ms")
+    for column in ("backend", "prec", "batch", "ECG/s", "min", "med", "p90", "p99", "max", "GFLOP/s", "peak"):
+        table.add_column(column, justify="left" if column in ("backend", "prec") else "right")
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        share = r.get("share_of_cpu_peak")
+        table.add_row(r["backend"], r["precision"], str(r["batch"]), f"{r['throughput_ecg_per_s']:.0f}",
+                      *(f"{lat[k]:.1f}" for k in ("min", "median", "p90", "p99", "max")),
+                      f"{r['gflops_per_s']:.1f}", f"{share:.0%}" if share is not None else "-")
+    return table
 
 
 if __name__ == "__main__":  # pragma: no cover

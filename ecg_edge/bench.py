@@ -1,0 +1,263 @@
+"""Benchmarks: latency percentiles and throughput per backend and precision, against the machine's peak.
+
+Latency is host latency per batch (feed in, probabilities out: trtexec's "host latency"); TensorRT
+rows add the device's compute time measured with CUDA events (trtexec's "GPU compute time").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecg_edge.backends.base import Backend
+from ecg_edge.spec import LEADS, N_SAMPLES
+
+N_BUFFERS = 4  # inputs rotate among these, so no cache holds a single batch
+
+
+def count_flops(onnx_path: str | Path) -> float:
+    """Forward FLOPs per ECG from the ONNX graph: 2 x multiply-adds of Conv, MatMul and Gemm
+    (elementwise ops are a rounding error here)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(str(onnx_path))
+    for dim in model.graph.input[0].type.tensor_type.shape.dim[:1]:
+        dim.ClearField("dim_param")
+        dim.dim_value = 1
+    model = shape_inference.infer_shapes(model)
+    shapes = {}
+    for value in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
+        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
+    weights = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
+    flops = 0.0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            kernel = weights.get(node.input[1]) or shapes.get(node.input[1])
+            out = shapes.get(node.output[0])
+            if kernel is None or not out:
+                raise ValueError(f"cannot size Conv {node.name}")
+            # out: (N, C_out, *spatial); kernel: (C_out, C_in/groups, *k)
+            flops += 2.0 * float(np.prod(out)) * float(np.prod(kernel[1:]))
+        elif node.op_type in ("MatMul", "Gemm"):
+            a = shapes.get(node.input[0]) or list(weights.get(node.input[0], ()))
+            b = weights.get(node.input[1]) or shapes.get(node.input[1])
+            if not a or b is None:
+                raise ValueError(f"cannot size {node.op_type} {node.name}")
+            flops += 2.0 * float(np.prod(a)) * float(b[-1])
+    return flops
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure_cpu_peak(cache_dir: Path | None = None, n: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a large numpy matrix product (best of `repeats`), cached per machine."""
+    key = f"{_cpu_model()}|{os.cpu_count()}|numpy {np.__version__}"
+    cache = cache_dir / "cpu_peak.json" if cache_dir else None
+    if cache and cache.exists():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return float(stored["gflops"])
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    gflops = 2 * n**3 / best / 1e9
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "gflops": gflops}))
+    return gflops
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _command(*args: str) -> str | None:
+    if shutil.which(args[0]) is None:
+        return None
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """The machine and software a result belongs to (read, never set)."""
+    env: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
+                           "python": platform.python_version()}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorflow", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            env[dist] = metadata.version(dist)
+    from ecg_edge.gpu import gpu_info, tensorrt_status
+
+    if tensorrt_status()[0]:
+        gpu = gpu_info()
+        env |= {"gpu": gpu.name, "compute_capability": gpu.compute_capability, "cuda_driver": gpu.driver_version}
+    elif smi := _command("nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"):
+        env["gpu"] = smi
+    if Path("/etc/nv_tegra_release").exists():  # Jetson
+        env["jetson_power_mode"] = _command("nvpmodel", "-q")
+        env["jetson_clocks"] = _command("jetson_clocks", "--show")
+    return env
+
+
+@dataclass
+class BenchResult:
+    backend: str
+    precision: str
+    batch: int
+    runs: int
+    throughput_ecg_per_s: float
+    latency_ms: dict[str, float]
+    gflops_per_s: float
+    describe: str
+    compute_ms: dict[str, float] | None = None
+    share_of_cpu_peak: float | None = None
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("samples_ms")
+        return out
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples_s) * 1000
+    return {"min": float(ms.min()), "mean": float(ms.mean()), "median": float(np.median(ms)),
+            "p90": float(np.percentile(ms, 90)), "p95": float(np.percentile(ms, 95)),
+            "p99": float(np.percentile(ms, 99)), "max": float(ms.max())}
+
+
+def bench_backend(
+    backend: Backend, batch: int, flops_per_ecg: float, warmup_s: float = 1.0, duration_s: float = 5.0,
+    min_runs: int = 10, seed: int = 0,
+) -> BenchResult:
+    """Warm up, then time runs until both `duration_s` and `min_runs` are reached."""
+    rng = np.random.default_rng(seed)
+    buffers = [rng.normal(0, 0.5, (batch, N_SAMPLES, len(LEADS))).astype(np.float32) for _ in range(N_BUFFERS)]
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < warmup_s or i < 2:
+        backend.infer(buffers[i % N_BUFFERS])
+        i += 1
+    latencies, compute = [], []
+    start = time.perf_counter()
+    while time.perf_counter() - start < duration_s or len(latencies) < min_runs:
+        t0 = time.perf_counter()
+        backend.infer(buffers[len(latencies) % N_BUFFERS])
+        latencies.append(time.perf_counter() - t0)
+        if getattr(backend, "last_compute_s", None) is not None:
+            compute.append(backend.last_compute_s)
+    mean_s = float(np.mean(latencies))
+    throughput = batch / mean_s
+    return BenchResult(
+        backend=backend.name, precision=backend.precision, batch=batch, runs=len(latencies),
+        throughput_ecg_per_s=throughput, latency_ms=percentiles(latencies),
+        gflops_per_s=throughput * flops_per_ecg / 1e9, describe=backend.describe(),
+        compute_ms=percentiles(compute) if compute else None,
+        samples_ms=[x * 1000 for x in latencies],
+    )
+
+
+def random_weight_export(out_dir: Path) -> Path:
+    """The Ribeiro architecture with random weights, exported FP32/FP16/INT8 (speed does not
+    depend on the weights). Needs the `train` extra."""
+    try:
+        import keras
+    except ImportError:
+        from ecg_edge.errors import InputError
+
+        raise InputError(None, "no export to benchmark and no TensorFlow to make one: pass --model DIR "
+                               "or pip install 'ecg-edge[train]'") from None
+    from ecg_edge.export.pipeline import ExportOptions, export_model
+    from ecg_edge.training.models import build_ribeiro
+
+    keras.utils.set_random_seed(0)
+    model_path = out_dir / "random.keras"
+    build_ribeiro().save(model_path)
+    export_model(model_path, out_dir / "export", ExportOptions(n_calibration=32, n_synthetic_validation=16,
+                                                             int8_methods=("minmax",),
+                                                             int8_residual_choices=(False,)))
+    return out_dir / "export"
+
+
+def write_plot(results: list[BenchResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.backend}\n{r.precision} b{r.batch}" for r in results]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(results)), 4.5))
+    axes[0].boxplot([r.samples_ms for r in results], showfliers=True)
+    axes[0].set_xticks(range(1, len(results) + 1), labels, fontsize=8)
+    axes[0].set(ylabel="latency per batch (ms)", title="latency distribution", yscale="log")
+    axes[1].bar(range(len(results)), [r.throughput_ecg_per_s for r in results])
+    axes[1].set_xticks(range(len(results)), labels, fontsize=8)
+    axes[1].set(ylabel="ECG/s", title="throughput")
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+
+def run_matrix(
+    export_dir: Path, batches: list[int], backends: list[str], precisions: list[str], warmup_s: float,
+    duration_s: float, threads: int | None, cache_dir: Path | None = None, log: Any = lambda line: None,
+) -> dict[str, Any]:
+    """Every (backend, precision, batch) asked for, or every one present; with the environment."""
+    from ecg_edge.backends import AUTO_ORDER, _present, open_backend
+    from ecg_edge.export.manifest import find_file, load_manifest, verified_path
+
+    manifest = load_manifest(export_dir)
+    fp32 = find_file(manifest, "onnx", "fp32")
+    if fp32 is None:
+        from ecg_edge.errors import InputError
+
+        raise InputError(export_dir, "no FP32 ONNX file to count FLOPs from")
+    flops = count_flops(verified_path(export_dir, manifest, fp32))
+    peak = measure_cpu_peak(cache_dir)
+    precisions = precisions or sorted({e["precision"] for e in manifest["files"].values()},
+                                      key=["fp32", "fp16", "int8"].index)
+    results: list[BenchResult] = []
+    for name in backends or AUTO_ORDER:
+        for precision in precisions:
+            if not backends and not _present(name, manifest, precision)[0]:
+                continue
+            runner, _ = open_backend(export_dir, name, precision, threads=threads)
+            with runner:
+                for batch in batches:
+                    if runner.max_batch is not None and batch > runner.max_batch:
+                        log(f"skip {name} {precision} batch {batch}: engine profile ends at {runner.max_batch}")
+                        continue
+                    log(f"{name} {precision} batch {batch} ...")
+                    result = bench_backend(runner, batch, flops, warmup_s, duration_s)
+                    if name in ("ort-cpu", "keras") and precision == "fp32":  # the peak is float32's
+                        result.share_of_cpu_peak = result.gflops_per_s / peak
+                    results.append(result)
+    return {"environment": environment(), "export": str(export_dir), "gflop_per_ecg": flops / 1e9,
+            "cpu_peak_gflops": peak, "results": [r.as_dict() for r in results], "_results": results}
