@@ -18,6 +18,7 @@ def load_keras_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
     Returns (model, info) with info's task, kind, classes and thresholds.
     """
     import keras
+
     from ecg_edge.training.model_info import read_model_info
     from ecg_edge.training.models import load_ribeiro_weights
 

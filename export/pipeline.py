@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ecg_edge.export.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
-from ecg_edge.export.parity import Parity, compare
-from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8, to_fp16
 
 from ecg_edge.backends.base import infer_all
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 from ecg_edge.errors import InputError
+from ecg_edge.export.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
+from ecg_edge.export.parity import Parity, compare
+from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8, to_fp16
 from ecg_edge.preprocess import to_model_input
 from ecg_edge.recording import iter_recordings
 from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
@@ -264,9 +264,8 @@ def _build_engines(
     rejected: dict[str, Parity], log: Callable[[str], None],
 ) -> None:
     """TensorRT engines from the ONNX files; INT8 from a symmetric twin (TensorRT needs zero points of 0)."""
-    from ecg_edge.export.tensorrt_engine import build_engine
-
     from ecg_edge.backends.tensorrt import TensorRTBackend
+    from ecg_edge.export.tensorrt_engine import build_engine
 
     cache = staging.parent / "timing.cache"  # kept across exports: later builds reuse it
     for precision in options.precisions:

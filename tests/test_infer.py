@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 from conftest import SHARED_WFDB, needs_shared, write_code_hdf5
-from ecg_edge.export.manifest import FORMAT_VERSION, sha256_file, write_json_atomic
 from typer.testing import CliRunner
 
 from ecg_edge.backends import open_backend
 from ecg_edge.cli import app
+from ecg_edge.export.manifest import FORMAT_VERSION, sha256_file, write_json_atomic
 from ecg_edge.infer import run_inference
 from ecg_edge.spec import CLASSES, LEADS, REFERENCE_THRESHOLDS
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, max_f1_threshold, threshold_metrics
 
 

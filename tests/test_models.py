@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+from ecg_edge.errors import InputError  # noqa: E402
 from ecg_edge.training.models import (  # noqa: E402
     build_binary,
     build_ribeiro,
@@ -11,8 +12,6 @@ from ecg_edge.training.models import (  # noqa: E402
     compile_for_training,
     load_ribeiro_weights,
 )
-
-from ecg_edge.errors import InputError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

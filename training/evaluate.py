@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, pr_curve, roc_curve, threshold_metrics
 
 from ecg_edge.errors import InputError
 from ecg_edge.infer import InferenceRun, run_inference
 from ecg_edge.spec import CLASSES
+from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, pr_curve, roc_curve, threshold_metrics
 
 # Ribeiro et al. 2020, Table 2: the DNN on the 827-exam CODE test set (the reference repository's
 # outputs/tables/scores.csv).
@@ -71,10 +71,9 @@ def evaluate(
     backend: str = "auto", precision: str = "fp32", n_boot: int = 200,
 ) -> dict[str, Any]:
     """Score a model (.keras/.hdf5 file, or an export folder through any backend) on labelled data."""
-    from ecg_edge.export.onnx_export import load_keras_model
-
     from ecg_edge.backends import open_backend
     from ecg_edge.backends.keras import KerasBackend
+    from ecg_edge.export.onnx_export import load_keras_model
     from ecg_edge.recording import expand_inputs, is_hdf5, read_recording
 
     model = Path(model)

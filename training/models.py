@@ -94,7 +94,7 @@ def build_transfer(
     for units in (64, 32):
         x = layers.Dense(units, activation="relu", kernel_initializer=KERNEL_INIT)(x)
     out = layers.Dense(n_outputs, activation="sigmoid")(x)
-    return keras.Model(base.inputs, out, name=name)
+    return keras.Model(base.input, out, name=name)
 
 
 def compile_for_training(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:

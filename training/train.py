@@ -10,13 +10,13 @@ from typing import Any
 
 import keras
 import numpy as np
+
+from ecg_edge.errors import InputError
+from ecg_edge.spec import class_names
 from ecg_edge.training.data import HDF5Sequence, train_validation_sequences
 from ecg_edge.training.metrics import max_f1_threshold
 from ecg_edge.training.model_info import write_model_info
 from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer, compile_for_training
-
-from ecg_edge.errors import InputError
-from ecg_edge.spec import class_names
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""The standard benchmark matrix on this machine, in one run: Keras reference, ORT FP32/FP16/INT8
+(and the GPU/TensorRT rows when present) at batch 1 and 64, plus end-to-end `infer` throughput on
+an HDF5 file against the backend's raw throughput. Targets are checked as ratios measured side by
+side, here and not in tests.
+
+    python benchmarks/run_matrix.py [--duration 5] [--model EXPORT_DIR]
+
+Writes benchmarks/results/<date>-<host>.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+from ecg_edge.backends import AUTO_ORDER, _present, open_backend
+from ecg_edge.bench import bench_backend, random_weight_export, run_matrix
+from ecg_edge.export.manifest import load_manifest
+from ecg_edge.infer import run_inference
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def end_to_end(export_dir: Path, tmp: Path, precision: str, batch: int, n: int) -> dict:
+    """`infer` on an n-exam HDF5 file vs. the same backend's raw throughput at the same batch."""
+    from ecg_edge.training.synthetic import write_synthetic_set
+
+    h5, _ = write_synthetic_set(tmp / "e2e.h5", n, seed=5)
+    runner, manifest = open_backend(export_dir, "ort-cpu", precision)
+    with runner:
+        raw = bench_backend(runner, batch, 1.0, warmup_s=1.0, duration_s=5.0)
+        run = run_inference([h5], runner, manifest, batch=batch)
+    return {"precision": precision, "batch": batch, "exams": n, "infer_ecg_per_s": run.throughput,
+            "raw_ecg_per_s": raw.throughput_ecg_per_s, "ratio": run.throughput / raw.throughput_ecg_per_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--model", type=Path, default=None, help="export folder (default: random weights)")
+    parser.add_argument("--e2e-exams", type=int, default=1024)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        export_dir = args.model or random_weight_export(Path(tmp))
+        manifest = load_manifest(export_dir)
+        present = [b for b in AUTO_ORDER if any(_present(b, manifest, p)[0] for p in ("fp32", "fp16", "int8"))]
+        report = run_matrix(export_dir, [1, 64], ["keras", *present], [], 1.0, args.duration, None,
+                            log=print)
+        report["end_to_end"] = end_to_end(export_dir, Path(tmp), "int8", 64, args.e2e_exams)
+    rows = {(r["backend"], r["precision"], r["batch"]): r for r in report["results"]}
+    ratios = {}
+    if ("keras", "fp32", 1) in rows and ("ort-cpu", "fp32", 1) in rows:
+        ratios["keras / ORT FP32 latency, batch 1 (target >= 2.5)"] = (
+            rows[("keras", "fp32", 1)]["latency_ms"]["median"] / rows[("ort-cpu", "fp32", 1)]["latency_ms"]["median"])
+    fp32_64 = rows[("ort-cpu", "fp32", 64)]
+    if ("ort-cpu", "int8", 64) in rows:
+        ratios["ORT INT8 / FP32 throughput, batch 64 (target >= 2.5)"] = (
+            rows[("ort-cpu", "int8", 64)]["throughput_ecg_per_s"] / fp32_64["throughput_ecg_per_s"])
+    ratios["ORT FP32 share of float32 peak, batch 64 (target >= 0.8)"] = fp32_64["share_of_cpu_peak"]
+    ratios["infer end-to-end / raw backend, INT8 batch 64 (target >= 0.9)"] = report["end_to_end"]["ratio"]
+    report["ratios"] = ratios
+
+    env = report["environment"]
+    stamp = dt.date.today().isoformat()
+    host = platform.node() or "host"
+    RESULTS.mkdir(exist_ok=True)
+    lines = [f"# Benchmark {stamp} on {env['cpu']} ({env['cores']} cores){', ' + env['gpu'] if 'gpu' in env else ''}",
+             "", f"onnxruntime {env.get('onnxruntime', '-')}, tensorflow {env.get('tensorflow', '-')}; "
+             f"{report['gflop_per_ecg']:.3f} GFLOP per ECG; float32 peak {report['cpu_peak_gflops']:.0f} GFLOP/s "
+             "(numpy 2048x2048 matmul). Latency is per batch, host side, in ms.", "",
+             "| backend | precision | batch | ECG/s | min | median | p90 | p99 | max | GFLOP/s | share of peak |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        share = f"{r['share_of_cpu_peak']:.0%}" if r.get("share_of_cpu_peak") is not None else "-"
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['throughput_ecg_per_s']:.1f} | "
+                     + " | ".join(f"{lat[k]:.1f}" for k in ("min", "median", "p90", "p99", "max"))
+                     + f" | {r['gflops_per_s']:.0f} | {share} |")
+    e2e = report["end_to_end"]
+    lines += ["", f"End to end: `infer` on {e2e['exams']} HDF5 exams, INT8 batch {e2e['batch']}: "
+              f"{e2e['infer_ecg_per_s']:.1f} ECG/s vs raw {e2e['raw_ecg_per_s']:.1f} ECG/s.", "",
+              "| ratio (measured side by side in this run) | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    base = RESULTS / f"{stamp}-{host}"
+    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    base.with_suffix(".json").write_text(json.dumps({k: v for k, v in report.items() if k != "_results"}, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ecg_edge.bench import bench_backend, count_flops, percentiles
+from ecg_edge.cli import app
+
+
+def keras_layer_flops(model) -> float:
+    """Independent count from the Keras layer shapes: 2 x L_out x C_out x K x C_in per Conv1D,
+    2 x in x out per Dense."""
+    import keras
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv1D):
+            _, length_out, c_out = layer.output.shape
+            c_in = layer.input.shape[-1]
+            total += 2.0 * length_out * c_out * layer.kernel_size[0] * c_in
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2.0 * layer.input.shape[-1] * layer.units
+    return total
+
+
+def test_flops_match_layer_shapes(six_export):
+    model_path, result = six_export
+    keras = pytest.importorskip("keras")
+    counted = count_flops(result.out_dir / "model.onnx")
+    expected = keras_layer_flops(keras.saving.load_model(model_path))
+    assert counted == pytest.approx(expected, rel=1e-6)
+    assert 3.6e9 < counted < 3.7e9  # DESIGN.md: about 3.65 GFLOP per ECG
+
+
+def test_percentiles_ordered():
+    p = percentiles(list(np.random.default_rng(0).exponential(0.01, 500)))
+    keys = ["min", "median", "p90", "p95", "p99", "max"]
+    assert [p[k] for k in keys] == sorted(p[k] for k in keys)
+    assert p["min"] <= p["mean"] <= p["max"]
+
+
+def _check_schema(doc, backends_expected):
+    assert {"cpu", "cores", "onnxruntime"} <= set(doc["environment"])
+    assert doc["gflop_per_ecg"] > 0 and doc["cpu_peak_gflops"] > 0
+    rows = doc["results"]
+    assert {(r["backend"], r["precision"]) for r in rows} >= backends_expected
+    for r in rows:
+        assert r["throughput_ecg_per_s"] > 0 and r["gflops_per_s"] > 0 and r["runs"] >= 10
+        lat = r["latency_ms"]
+        order = [lat[k] for k in ("min", "median", "p90", "p95", "p99", "max")]
+        assert all(v > 0 for v in lat.values()) and order == sorted(order)
+        # Throughput and latency describe the same runs.
+        assert r["throughput_ecg_per_s"] == pytest.approx(r["batch"] / lat["mean"] * 1000, rel=1e-6)
+
+
+def test_bench_json_and_plot(six_export, tmp_path, home):
+    _, result = six_export
+    out, plot = tmp_path / "b.json", tmp_path / "b.png"
+    r = CliRunner().invoke(app, ["bench", "--model", str(result.out_dir), "--batch", "1,2", "--warmup", "0.1",
+                                 "--duration", "0.2", "--json", str(out), "--plot", str(plot)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    _check_schema(doc, {("ort-cpu", "fp32"), ("ort-cpu", "fp16"), ("ort-cpu", "int8")})
+    assert sorted({row["batch"] for row in doc["results"]}) == [1, 2]
+    assert plot.stat().st_size > 10_000
+    fp32 = [row for row in doc["results"] if row["precision"] == "fp32"]
+    assert all(row["share_of_cpu_peak"] > 0 for row in fp32)
+    assert (home / "cpu_peak.json").exists()  # the peak is cached per machine
+
+
+def test_bench_without_model_in_fresh_home(home, tmp_path):
+    pytest.importorskip("keras")
+    out = tmp_path / "b.json"
+    r = CliRunner().invoke(app, ["bench", "--batch", "1", "--warmup", "0.1", "--duration", "0.2",
+                                 "--precision", "fp32", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "random weights" in r.output
+    _check_schema(json.loads(out.read_text()), {("ort-cpu", "fp32")})
+
+
+def test_bench_backend_runs_enough(six_export):
+    from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    _, result = six_export
+    with OnnxRuntimeBackend(result.out_dir / "model.int8.onnx", precision="int8") as backend:
+        res = bench_backend(backend, batch=2, flops_per_ecg=3.65e9, warmup_s=0.0, duration_s=0.0, min_runs=12)
+    assert res.runs == 12 and res.batch == 2 and res.precision == "int8"
+
+
+def test_bad_batch_exit_2(home):
+    r = CliRunner().invoke(app, ["bench", "--batch", "0,x"])
+    assert r.exit_code == 2 and "--batch" in r.output
