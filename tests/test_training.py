@@ -82,3 +82,18 @@ def test_finetune_keeps_frozen_layers(trained, tmp_path):
     changed = [not np.array_equal(a.numpy(), b.numpy())
                for a, b in zip(base.layers[9].weights, tuned.layers[9].weights, strict=True)]
     assert any(changed)
+
+
+def test_finetune_second_stage_unfreezes(trained, tmp_path):
+    _, base_path, _ = trained
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 32, seed=5)
+    out, info = finetune_model(base_path, [h5], labels, tmp_path / "t.keras",
+                               TrainOptions(task="binary", epochs=1, batch_size=16, validation_fraction=0.25),
+                               unfreeze_epochs=1)
+    assert out.name == "t.unfrozen.keras" and out.exists()
+    first = keras.saving.load_model(tmp_path / "t.keras")
+    second = keras.saving.load_model(out)
+    assert all(layer.trainable for layer in second.layers)
+    # The once-frozen first conv moved in the second stage.
+    assert not np.array_equal(first.layers[1].weights[0].numpy(), second.layers[1].weights[0].numpy())
+    assert info["kind"] == "transfer"

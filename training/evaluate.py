@@ -122,14 +122,37 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
+def comparison_markdown(reports: Sequence[dict[str, Any]]) -> str:
+    """One table, classes down and precisions/backends across: F1 and AUROC of each."""
+    heads = [f"{r['precision']} ({r['backend'].split(' on ')[0]})" for r in reports]
+    lines = ["# Side by side", "", f"{reports[0]['n_exams']} exams; F1 at the thresholds / AUROC.", "",
+             "| class | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(reports)]
+    for c in reports[0]["classes"]:
+        cells = [f"{_fmt(r['scores'][c]['f1'])} / {_fmt(r['scores'][c]['auroc'])}" for r in reports]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(reports: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
+    """report.md with the side-by-side table then each report; report-<precision>.json and curves."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = [comparison_markdown(reports)]
+    for r in reports:
+        write_report(r, out_dir, suffix=f"-{r['precision']}")
+        parts.append(report_markdown(r).replace("# Evaluation of", f"## {r['precision']}:", 1))
+    (out_dir / "report.md").write_text("\n".join(parts))
+    return out_dir
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path, suffix: str = "") -> Path:
     """report.json, report.md and ROC/PR curves per class (PNG, when matplotlib is installed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     y, p = report["_y"], report["_p"]
     public = {k: v for k, v in report.items() if not k.startswith("_")}
-    (out_dir / "report.json").write_text(json.dumps(public, indent=1))
-    (out_dir / "report.md").write_text(report_markdown(report))
+    (out_dir / f"report{suffix}.json").write_text(json.dumps(public, indent=1))
+    (out_dir / f"report{suffix}.md").write_text(report_markdown(report))
     try:
         import matplotlib
 
@@ -151,6 +174,6 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=100)
+    fig.savefig(out_dir / f"curves{suffix}.png", dpi=100)
     plt.close(fig)
     return out_dir
