@@ -17,7 +17,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from ecg_edge.backends import AUTO_ORDER, _present, open_backend
+from ecg_edge.backends import AUTO_ORDER, backend_present, open_backend
 from ecg_edge.bench import bench_backend, random_weight_export, run_matrix
 from ecg_edge.export.manifest import load_manifest
 from ecg_edge.infer import run_inference
@@ -47,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = args.model or random_weight_export(Path(tmp))
         manifest = load_manifest(export_dir)
-        present = [b for b in AUTO_ORDER if any(_present(b, manifest, p)[0] for p in ("fp32", "fp16", "int8"))]
+        present = [b for b in AUTO_ORDER if any(backend_present(b, manifest, p)[0] for p in ("fp32", "fp16", "int8"))]
         report = run_matrix(export_dir, [1, 64], ["keras", *present], [], 1.0, args.duration, None,
                             log=print)
         report["end_to_end"] = end_to_end(export_dir, Path(tmp), "int8", 64, args.e2e_exams)

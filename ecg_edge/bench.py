@@ -232,7 +232,7 @@ def run_matrix(
     duration_s: float, threads: int | None, cache_dir: Path | None = None, log: Any = lambda line: None,
 ) -> dict[str, Any]:
     """Every (backend, precision, batch) asked for, or every one present; with the environment."""
-    from ecg_edge.backends import AUTO_ORDER, _present, open_backend
+    from ecg_edge.backends import AUTO_ORDER, backend_present, open_backend
     from ecg_edge.export.manifest import find_file, load_manifest, verified_path
 
     manifest = load_manifest(export_dir)
@@ -248,7 +248,7 @@ def run_matrix(
     results: list[BenchResult] = []
     for name in backends or AUTO_ORDER:
         for precision in precisions:
-            if not backends and not _present(name, manifest, precision)[0]:
+            if not backends and not backend_present(name, manifest, precision)[0]:
                 continue
             if name == "keras" and precision != "fp32":  # the reference runs in float32 only
                 continue

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ecg_edge.atomic_files import atomic_write
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import check_finite, to_model_input
@@ -186,18 +185,6 @@ def run_inference(
     return run
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_output_path(path: Path) -> None:
     if path.suffix.lower() not in {".csv", ".json"}:
         raise InputError(path, "output must end in .csv or .json")
@@ -214,7 +201,7 @@ def write_results(run: InferenceRun, path: Path) -> None:
             writer.writerow(["exam_id", *run.classes, "findings"])
             for exam_id, probs, found in zip(run.ids, run.probabilities, findings, strict=True):
                 writer.writerow([exam_id, *(f"{p:.6f}" for p in probs), ";".join(found)])
-        _atomic_write(path, write_csv)
+        atomic_write(path, write_csv)
         return
     document = {
         "model_sha256": run.model_sha256,
@@ -229,4 +216,4 @@ def write_results(run: InferenceRun, path: Path) -> None:
             for exam_id, probs, found, source in zip(run.ids, run.probabilities, findings, run.sources, strict=True)
         ],
     }
-    _atomic_write(path, lambda f: json.dump(document, f, indent=1))
+    atomic_write(path, lambda f: json.dump(document, f, indent=1))

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from ecg_edge.atomic_files import atomic_write
 from ecg_edge.errors import InputError
 
 MANIFEST_NAME = "manifest.json"
@@ -27,18 +26,13 @@ def sha256_file(path: str | Path) -> str:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path` and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the manifest is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON all at once (see `atomic_write`)."""
+
+    def dump(f: IO[str]) -> None:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+    atomic_write(path, dump)
 
 
 def load_manifest(export_dir: str | Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ AUTO_ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
 BACKENDS = (*AUTO_ORDER, "keras")
 
 
-def _present(name: str, manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
+def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
     """Whether backend `name` can run `precision` here, and why not."""
     from ecg_edge.export.manifest import find_file
 
@@ -57,7 +57,7 @@ def open_backend(
     if backend == "auto":
         reasons = []
         for name in AUTO_ORDER:
-            ok, why = _present(name, manifest, precision)
+            ok, why = backend_present(name, manifest, precision)
             if ok:
                 backend = name
                 break
@@ -67,7 +67,7 @@ def open_backend(
     elif backend not in BACKENDS:
         raise InputError(None, f"unknown backend {backend!r}: choose from auto, {', '.join(BACKENDS)}")
     else:
-        ok, why = _present(backend, manifest, precision)
+        ok, why = backend_present(backend, manifest, precision)
         if not ok:
             raise InputError(export_dir, f"backend {backend} cannot run {precision}: {why}")
 
@@ -99,4 +99,4 @@ def open_backend(
                               ), manifest
 
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "open_backend"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "backend_present", "open_backend"]
