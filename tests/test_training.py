@@ -97,3 +97,16 @@ def test_finetune_second_stage_unfreezes(trained, tmp_path):
     # The once-frozen first conv moved in the second stage.
     assert not np.array_equal(first.layers[1].weights[0].numpy(), second.layers[1].weights[0].numpy())
     assert info["kind"] == "transfer"
+
+
+def test_same_seed_same_model_and_mirrored_strategy(tmp_path):
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 32, seed=3)
+    weights = []
+    for k, strategy in enumerate(("none", "none", "mirrored")):
+        out = tmp_path / f"m{k}.keras"
+        train_model([h5], labels, out, TrainOptions(epochs=1, batch_size=16, validation_fraction=0.25, seed=7,
+                                                    strategy=strategy))
+        weights.append(keras.saving.load_model(out).layers[1].weights[0].numpy())
+    assert np.array_equal(weights[0], weights[1])
+    # MirroredStrategy over this machine's one device trains the same network.
+    assert weights[2].shape == weights[0].shape and not np.array_equal(weights[2], 0)
