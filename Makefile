@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-min lint bench clean
 
 $(BIN)/ecg-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ demo: $(BIN)/ecg-edge
 test: $(BIN)/ecg-edge
 	$(BIN)/python -m pytest -q
 
+# The runtime alone (no TensorFlow) at its declared minimum versions: keeps pyproject's bounds honest.
+test-min:
+	$(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install -q -r .ci/min-runtime.txt
+	.venv-min/bin/python -m pip install -q --no-deps -e .
+	.venv-min/bin/python -m pytest -q -p no:cacheprovider tests/test_preprocess.py tests/test_readers.py \
+		tests/test_infer.py tests/test_cli.py tests/test_metrics.py
+
 lint: $(BIN)/ecg-edge
 	$(BIN)/ruff check .
 	$(BIN)/mypy ecg_edge export
@@ -28,4 +36,4 @@ bench: $(BIN)/ecg-edge
 	$(BIN)/python benchmarks/run_matrix.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-min build *.egg-info .pytest_cache .mypy_cache .ruff_cache
