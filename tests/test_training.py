@@ -34,6 +34,7 @@ def test_training_lowers_loss_and_stores_thresholds(trained):
     assert set(info["thresholds"]) == {"1dAVb", "RBBB", "LBBB", "SB", "AF", "ST"}
     assert path.exists() and path.with_suffix(".json").exists()
     assert (root / "model.training" / "best.keras").exists() and (root / "model.training" / "last.keras").exists()
+    assert list((root / "model.training" / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
 
 
 def test_learns_rate_classes_on_held_out_data(trained, tmp_path):
