@@ -142,6 +142,18 @@ def read_wfdb(path: str | Path) -> Recording:
     )
 
 
+def read_wfdb_labels(path: str | Path) -> tuple[str, dict[str, int]]:
+    """(record name, six-class labels of its `# Dx:` line), reading the header only."""
+    import wfdb
+
+    record = _wfdb_record_path(Path(path))
+    try:
+        header = wfdb.rdheader(str(record))
+    except Exception as exc:  # wfdb raises many types for damaged headers
+        raise InputError(record.with_suffix(".hea"), f"unreadable WFDB header ({exc})") from None
+    return header.record_name, _labels_from_comments(header.comments or [])
+
+
 def _labels_from_comments(comments: Sequence[str]) -> dict[str, int]:
     """Six-class labels from a `# Dx:` line of SNOMED CT codes; empty when there is none."""
     from ecg_edge.spec import CLASSES, SNOMED_TO_CLASS

@@ -25,8 +25,6 @@ from ecg_edge.errors import InputError
 from ecg_edge.export.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 from ecg_edge.export.parity import Parity, compare
 from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8, to_fp16
-from ecg_edge.preprocess import to_model_input
-from ecg_edge.recording import iter_recordings
 from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
 
 ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -75,17 +73,20 @@ def tool_versions() -> dict[str, str]:
 def load_ecgs(
     paths: Sequence[str | Path], limit: int | None = None, scale: float = 1.0
 ) -> tuple[np.ndarray, list[str]]:
-    """Model inputs from HDF5 files, WFDB records or folders, through the one preprocessing path."""
-    xs, ids = [], []
-    for path in paths:
-        for rec in iter_recordings(path):
-            xs.append(to_model_input(rec, scale=scale))
-            ids.append(rec.id)
-            if limit is not None and len(xs) >= limit:
-                return np.stack(xs), ids
+    """Model inputs from HDF5 files, WFDB records or folders, read as `infer` reads them."""
+    from ecg_edge.infer import ReadOptions, iter_batches
+    from ecg_edge.recording import expand_inputs
+
+    xs: list[np.ndarray] = []
+    ids: list[str] = []
+    for batch_ids, _, x in iter_batches(expand_inputs(paths), 64, ReadOptions(scale=scale), lambda message: None):
+        xs.append(x)
+        ids += batch_ids
+        if limit is not None and len(ids) >= limit:
+            break
     if not xs:
         raise InputError(paths[0] if paths else None, "no ECGs found")
-    return np.stack(xs), ids
+    return np.concatenate(xs)[:limit], ids[:limit]
 
 
 def _synthetic(n: int, seed: int) -> np.ndarray:
@@ -114,7 +115,7 @@ def export_model(
 ) -> ExportResult:
     """Export `model_path` into `out_dir`; raises ExportGateError (after writing what passed) if a
     file failed its gate."""
-    from ecg_edge.export.onnx_export import OPSET, keras_to_onnx, load_keras_model
+    from ecg_edge.export.onnx_export import OPSET, OUTPUT_NAMES, keras_to_onnx, load_keras_model
 
     options = options or ExportOptions()
     unknown = set(options.precisions) - set(PRECISIONS)
@@ -205,7 +206,7 @@ def export_model(
                       "sampling_rate_hz": SAMPLING_RATE_HZ, "leads": list(LEADS), "units": UNITS,
                       "amplitude_convention": "millivolts; CODE-layout HDF5 taken as it is "
                                               "(CODE-15% is about 2x mV: pass a scale)"},
-            "output": {"name": fp32_out_name(task), "classes": info["classes"]},
+            "output": {"name": OUTPUT_NAMES[task], "classes": info["classes"]},
             "thresholds": info["thresholds"],
             "thresholds_source": info.get("thresholds_source", ""),
             "opset": OPSET,
@@ -223,12 +224,6 @@ def export_model(
         numbers = "; ".join(f"{k}: {v.summary()}" for k, v in rejected.items())
         raise ExportGateError(f"failed their gates and were not written: {numbers}")
     return result
-
-
-def fp32_out_name(task: str) -> str:
-    from ecg_edge.export.onnx_export import OUTPUT_NAMES
-
-    return OUTPUT_NAMES[task]
 
 
 def _choose_int8(

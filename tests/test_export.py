@@ -166,3 +166,13 @@ def test_tensorrt_engines(six_export, tmp_path):
     assert {"model.fp32.plan", "model.fp16.plan", "model.int8.plan", "model.int8.sym.onnx"} <= set(files)
     assert files["model.fp32.plan"]["parity"]["max_abs_diff"] < 1e-3
     assert (tmp_path / "timing.cache").exists() or (tmp_path / "out" / "timing.cache").exists()
+
+
+def test_load_ecgs_limit_and_scale(tmp_path):
+    from conftest import write_code_hdf5
+
+    x = np.random.default_rng(0).normal(size=(150, 4096, 12)).astype(np.float32)
+    h5 = write_code_hdf5(tmp_path / "e.h5", x, exam_ids=np.arange(150))
+    got, ids = load_ecgs([h5], limit=70, scale=0.5)
+    assert got.shape == (70, 4096, 12) and ids == [str(i) for i in range(70)]
+    assert np.allclose(got, x[:70] * 0.5)

@@ -74,7 +74,7 @@ def evaluate(
     from ecg_edge.backends import open_backend
     from ecg_edge.backends.keras import KerasBackend
     from ecg_edge.export.onnx_export import load_keras_model
-    from ecg_edge.recording import expand_inputs, is_hdf5, read_recording
+    from ecg_edge.recording import expand_inputs, is_hdf5, read_wfdb_labels
 
     model = Path(model)
     if model.is_dir():
@@ -89,8 +89,8 @@ def evaluate(
     if labels_csv is None:
         for path in expand_inputs(data):
             if not is_hdf5(path) and path.suffix.lower() != ".npy":
-                rec = read_recording(path)
-                header_labels[rec.id] = rec.labels
+                name, labels = read_wfdb_labels(path)
+                header_labels[name] = labels
     with runner:
         run = run_inference(data, runner, manifest, batch=32)
     y = labels_for(run, labels_csv, task, header_labels)
