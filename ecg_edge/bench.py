@@ -230,8 +230,12 @@ def write_plot(results: list[BenchResult], path: Path) -> None:
 def run_matrix(
     export_dir: Path, batches: list[int], backends: list[str], precisions: list[str], warmup_s: float,
     duration_s: float, threads: int | None, cache_dir: Path | None = None, log: Any = lambda line: None,
+    cuda_graph: bool = False,
 ) -> dict[str, Any]:
-    """Every (backend, precision, batch) asked for, or every one present; with the environment."""
+    """Every (backend, precision, batch) asked for, or every one present; with the environment.
+
+    With `cuda_graph`, ort-cuda runs with a CUDA graph, one session per batch size (a graph
+    replays the one shape it captured)."""
     from ecg_edge.backends import AUTO_ORDER, backend_present, open_backend
     from ecg_edge.export.manifest import find_file, load_manifest, verified_path
 
@@ -252,16 +256,18 @@ def run_matrix(
                 continue
             if name == "keras" and precision != "fp32":  # the reference runs in float32 only
                 continue
-            runner, _ = open_backend(export_dir, name, precision, threads=threads)
-            with runner:
-                for batch in batches:
-                    if runner.max_batch is not None and batch > runner.max_batch:
-                        log(f"skip {name} {precision} batch {batch}: engine profile ends at {runner.max_batch}")
-                        continue
-                    log(f"{name} {precision} batch {batch} ...")
-                    result = bench_backend(runner, batch, flops, warmup_s, duration_s)
-                    if name in ("ort-cpu", "keras") and precision == "fp32":  # the peak is float32's
-                        result.share_of_cpu_peak = result.gflops_per_s / peak
-                    results.append(result)
+            graph = cuda_graph and name == "ort-cuda"
+            for group in ([b] for b in batches) if graph else [batches]:
+                runner, _ = open_backend(export_dir, name, precision, threads=threads, cuda_graph=graph)
+                with runner:
+                    for batch in group:
+                        if runner.max_batch is not None and batch > runner.max_batch:
+                            log(f"skip {name} {precision} batch {batch}: engine profile ends at {runner.max_batch}")
+                            continue
+                        log(f"{runner.name} {precision} batch {batch} ...")
+                        result = bench_backend(runner, batch, flops, warmup_s, duration_s)
+                        if name in ("ort-cpu", "keras") and precision == "fp32":  # the peak is float32's
+                            result.share_of_cpu_peak = result.gflops_per_s / peak
+                        results.append(result)
     return {"environment": environment(), "export": str(export_dir), "gflop_per_ecg": flops / 1e9,
             "cpu_peak_gflops": peak, "results": [r.as_dict() for r in results], "_results": results}

@@ -427,6 +427,8 @@ def infer(
     leads: Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
+    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "
+                                             "and replay it (fixed batch).")] = False,
 ) -> None:
     """Probabilities and findings per exam for HDF5, WFDB or .npy recordings."""
     from ecg_edge.backends import open_backend
@@ -437,7 +439,7 @@ def infer(
     if output is not None:
         check_output_path(output)
     export_dir = resolve_export_dir(model)
-    runner, manifest = open_backend(export_dir, backend, precision, threads=threads)
+    runner, manifest = open_backend(export_dir, backend, precision, threads=threads, cuda_graph=cuda_graph)
     overrides = parse_thresholds(threshold or [], list(manifest["output"]["classes"]))
     options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going)
     paths = expand_inputs(recordings)
@@ -476,6 +478,8 @@ def bench(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every number to this JSON file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write latency/throughput plots to this PNG.")] = None,
+    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "
+                                             "and replay it (fixed batch).")] = False,
 ) -> None:
     """Latency percentiles and throughput per backend and precision."""
     import tempfile
@@ -494,7 +498,8 @@ def bench(
             console.print("no export in the model home: benchmarking random weights (speed does not depend on them)")
             export_dir = random_weight_export(Path(tmp))
         report = run_matrix(export_dir, batches, backend or [], precision or [], warmup, duration, threads,
-                            cache_dir=model_home(), log=lambda line: err_console.print(line, highlight=False))
+                            cache_dir=model_home(), log=lambda line: err_console.print(line, highlight=False),
+                            cuda_graph=cuda_graph)
     console.print(bench_table(report))
     if json_out is not None:
         from ecg_edge.export.manifest import write_json_atomic

@@ -21,8 +21,8 @@ def cudart() -> ModuleType:
 def check(result: Any) -> Any:
     """Unwrap a cuda-python call's (error, value...) tuple, raising on error."""
     err, *rest = result
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
+    if int(getattr(err, "value", err)) != 0:  # an enum (cudaError_t) whose success value is 0
+        raise RuntimeError(f"CUDA error {getattr(err, 'name', err)}")
     return rest[0] if len(rest) == 1 else tuple(rest)
 
 

@@ -277,7 +277,7 @@ def _build_engines(
         plan = staging / f"model.{precision}.plan"
         log(f"TensorRT {precision} engine from {source.name}")
         facts = build_engine(source, plan, max_batch=options.max_batch, opt_batch=options.opt_batch,
-                             timing_cache=cache, dla_core=options.dla_core)
+                             timing_cache=cache, dla_core=options.dla_core, precision=precision)
         with TensorRTBackend(plan, facts) as backend:
             out = infer_all(backend, x_val, batch=min(32, options.max_batch))
         tolerance = {"max_abs": options.fp32_atol * 10} if precision == "fp32" else {}

@@ -17,8 +17,12 @@ from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES
 def build_engine(
     onnx_path: str | Path, plan_path: str | Path, max_batch: int = 256, opt_batch: int = 64,
     timing_cache: str | Path | None = None, dla_core: int | None = None, workspace_gib: float = 4.0,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Parse `onnx_path`, build and serialize an engine to `plan_path`; returns facts for the manifest."""
+    """Parse `onnx_path`, build and serialize an engine to `plan_path`; returns facts for the manifest.
+
+    `precision` names what the graph holds; for FP32, TF32 (on by default from Ampere on, 10-bit
+    mantissa) is switched off so that the engine computes what its name says."""
     usable, reason = tensorrt_status()
     if not usable:
         raise InputError(None, f"cannot build a TensorRT engine: {reason}")
@@ -37,6 +41,9 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    tf32 = precision != "fp32" and bool(getattr(builder, "platform_has_tf32", False))
+    if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
     opt_batch = max(1, min(opt_batch, max_batch))
     profile = builder.create_optimization_profile()
     profile.set_shape(
@@ -71,5 +78,6 @@ def build_engine(
         "cuda_driver": gpu.driver_version,
         "profile": {"min": 1, "opt": opt_batch, "max": max_batch},
         "dla_core": dla_core,
+        "tf32": tf32,
         "built_from": Path(onnx_path).name,
     }

@@ -226,3 +226,56 @@ def test_unknown_backend_and_output(tmp_path):
     assert r.exit_code == 2 and "no fp32 TensorRT engine" in r.output
     r = run_cli("infer", str(h5), "--model", str(export), "-o", str(tmp_path / "x.txt"))
     assert r.exit_code == 2 and ".csv or .json" in r.output
+
+
+def test_io_binding_fixed_batch_matches_plain_run(six_export, tmp_path):
+    """The bound path (fixed device buffers, what CUDA graphs replay) runs here on CPU buffers:
+    the first batch fixes the shape, smaller batches are padded, larger ones refused."""
+    from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
+    from ecg_edge.errors import InputError
+    from ecg_edge.training.synthetic import synthesize
+
+    _, result = six_export
+    x, _ = synthesize(13, seed=9)
+    path = result.out_dir / "model.onnx"
+    with OnnxRuntimeBackend(path) as plain:
+        expected = plain.infer(x)
+    with OnnxRuntimeBackend(path, io_binding=True) as bound:
+        assert bound.max_batch is None
+        first = bound.infer(x[:8])
+        assert bound.max_batch == 8
+        second = bound.infer(x[8:])  # 5 exams padded to 8
+        assert second.shape == (5, len(CLASSES))
+        np.testing.assert_allclose(np.concatenate([first, second]), expected, atol=1e-6)
+        # new data in the same buffers: not a stale copy of the first batch
+        np.testing.assert_allclose(bound.infer(x[5:13]), expected[5:13], atol=1e-6)
+        with pytest.raises(InputError, match="exceeds"):
+            bound.infer(x[:9])
+    assert bound.max_batch is None  # unbound on close: the next activation binds afresh
+
+
+def test_cuda_graph_needs_ort_cuda(tmp_path):
+    export = tiny_export(tmp_path / "tiny")
+    h5, _ = _hdf5_set(tmp_path / "e.h5", n=2)
+    r = run_cli("infer", str(h5), "--model", str(export), "--backend", "ort-cpu", "--cuda-graph")
+    assert r.exit_code == 2 and "--cuda-graph needs the ort-cuda backend" in r.output
+
+
+def test_tensorrt_ep_options_follow_the_graph_precision():
+    """TensorRT 10's EP builds weakly typed networks: FP16 casts and Q/DQ nodes need their precision
+    switched on, and the batch profile covers what infer and bench send."""
+    from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
+
+    def options(precision, cache=None):
+        backend = OnnxRuntimeBackend("m.onnx", device="tensorrt", precision=precision, trt_cache_dir=cache)
+        (provider, opts), *rest = backend._provider_options()
+        assert provider == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return opts
+
+    fp32, fp16, int8 = options("fp32"), options("fp16"), options("int8", cache="/c")
+    assert "trt_fp16_enable" not in fp32 and "trt_int8_enable" not in fp32
+    assert fp16["trt_fp16_enable"] == "True" and "trt_int8_enable" not in fp16
+    assert int8["trt_int8_enable"] == "True" and "trt_fp16_enable" not in int8
+    assert fp32["trt_profile_min_shapes"] == "signal:1x4096x12"
+    assert fp32["trt_profile_max_shapes"] == "signal:256x4096x12"
+    assert int8["trt_engine_cache_path"] == "/c" and "trt_engine_cache_path" not in fp32

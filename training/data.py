@@ -100,7 +100,7 @@ class HDF5Sequence(keras.utils.PyDataset):
         if not self.shuffle:
             return
         chunks = [self.index[k:k + self.chunk] for k in range(0, len(self.index), self.chunk)]
-        self._rng.shuffle(chunks)  # type: ignore[arg-type]
+        self._rng.shuffle(chunks)
         self._order = [pair for c in chunks for pair in c]
 
     def close(self) -> None:

@@ -72,8 +72,8 @@ def sample_params(rng: np.random.Generator, p_abnormal: float = 0.6) -> EcgParam
     pr, qrs, bbb = rng.uniform(130, 190), rng.uniform(80, 100), ""
     if rng.random() < p_abnormal:
         # One primary finding, and sometimes a second of another kind.
-        kinds = rng.choice(["SB", "ST", "AF", "1dAVb", "RBBB", "LBBB"], size=1 + (rng.random() < 0.25), replace=False)
-        kinds = set(kinds)
+        drawn = rng.choice(["SB", "ST", "AF", "1dAVb", "RBBB", "LBBB"], size=1 + (rng.random() < 0.25), replace=False)
+        kinds = set(drawn.tolist())
         if {"SB", "ST"} <= kinds or ({"SB", "ST"} & kinds and "AF" in kinds):
             kinds -= {"SB", "ST"}
         if {"RBBB", "LBBB"} <= kinds:

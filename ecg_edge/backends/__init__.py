@@ -44,11 +44,12 @@ def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tupl
 
 def open_backend(
     export_dir: str | Path, backend: str = "auto", precision: str = "fp32", threads: int | None = None,
+    cuda_graph: bool = False,
 ) -> tuple[Backend, dict[str, Any]]:
     """A ready-to-activate backend for an export folder, and the manifest.
 
     `auto` takes the first present of AUTO_ORDER; a backend named explicitly that is not present
-    is an error that says why.
+    is an error that says why. `cuda_graph` applies to ort-cuda only (see OnnxRuntimeBackend).
     """
     from ecg_edge.export.manifest import find_file, load_manifest, sha256_file, verified_path
 
@@ -91,12 +92,14 @@ def open_backend(
     from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 
     device = backend.removeprefix("ort-")
+    if cuda_graph and device != "cuda":
+        raise InputError(None, f"--cuda-graph needs the ort-cuda backend, not {backend}")
     name = find_file(manifest, "onnx", precision, "symmetric" if device == "tensorrt" else "default")
     assert name is not None
     path = verified_path(export_dir, manifest, name)
     return OnnxRuntimeBackend(path, device=device, threads=threads, precision=precision,
                               trt_cache_dir=export_dir / "ort-trt-cache" if device == "tensorrt" else None,
-                              ), manifest
+                              cuda_graph=cuda_graph), manifest
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "backend_present", "open_backend"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
-from ecg_edge.spec import INPUT_NAME
+from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -24,44 +24,64 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+# The TensorRT EP's optimisation profile over batch: engines are not rebuilt for batches inside it.
+TRT_EP_PROFILE = {"trt_profile_min_shapes": 1, "trt_profile_opt_shapes": 64, "trt_profile_max_shapes": 256}
+
+
 class OnnxRuntimeBackend(Backend):
     """One ONNX file in an onnxruntime session.
 
     `device`: 'cpu', 'cuda' or 'tensorrt' (the TensorRT execution provider, engines cached in
     `trt_cache_dir`). `providers_in_use` tells what really runs: a silent CPU fallback shows there.
+    `io_binding` keeps input and output in buffers on the device of a fixed batch, bound once (the
+    first batch's size; smaller batches are padded); `cuda_graph` (CUDA only) captures the run once
+    and replays it, which needs exactly those fixed, bound buffers.
     """
 
     def __init__(
         self, path: str | Path, device: str = "cpu", threads: int | None = None, precision: str = "fp32",
-        trt_cache_dir: str | Path | None = None, cuda_graph: bool = False,
+        trt_cache_dir: str | Path | None = None, cuda_graph: bool = False, io_binding: bool = False,
     ) -> None:
         super().__init__()
+        if cuda_graph and device != "cuda":
+            raise InputError(None, "CUDA graphs need the CUDA execution provider (--backend ort-cuda)")
         self.path = Path(path)
         self.device = device
         self.threads = threads
         self.precision = precision
         self.trt_cache_dir = trt_cache_dir
         self.cuda_graph = cuda_graph
-        self.name = f"ort-{device}"
+        self.io_binding = io_binding or cuda_graph
+        self.name = f"ort-{device}" + ("+graph" if cuda_graph else "")
         self.providers_in_use: list[str] = []
         self._session: Any = None
         self._output: str | None = None
+        self._bound: tuple[Any, Any, Any] | None = None  # (binding, input OrtValue, output OrtValue)
 
     def _provider_options(self) -> list[tuple[str, dict[str, str]] | str]:
         out: list[tuple[str, dict[str, str]] | str] = []
         for provider in PROVIDERS[self.device]:
             if provider == "TensorrtExecutionProvider":
-                # Precision comes from the graph (FP16 ops, Q/DQ nodes): no implicit-precision flags.
-                options: dict[str, str] = {}
-                if self.trt_cache_dir:
-                    options |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(self.trt_cache_dir),
-                                "trt_timing_cache_enable": "True"}
-                out.append((provider, options))
+                out.append((provider, self._trt_options()))
             elif provider == "CUDAExecutionProvider" and self.cuda_graph:
                 out.append((provider, {"enable_cuda_graph": "1"}))
             else:
                 out.append(provider)
         return out
+
+    def _trt_options(self) -> dict[str, str]:
+        """The TensorRT EP builds weakly typed networks on TensorRT 10: the graph's FP16 casts and
+        Q/DQ nodes take effect only with the matching precision enabled (no calibration table: the
+        scales are in the graph)."""
+        options = {key: f"{INPUT_NAME}:{n}x{N_SAMPLES}x{len(LEADS)}" for key, n in TRT_EP_PROFILE.items()}
+        if self.precision == "fp16":
+            options["trt_fp16_enable"] = "True"
+        elif self.precision == "int8":
+            options["trt_int8_enable"] = "True"
+        if self.trt_cache_dir:
+            options |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(self.trt_cache_dir),
+                        "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(self.trt_cache_dir)}
+        return options
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -83,13 +103,45 @@ class OnnxRuntimeBackend(Backend):
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
             raise InputError(self.path, f"model input is {[i.name for i in inputs]}, expected ['{INPUT_NAME}']")
         self._output = self._session.get_outputs()[0].name
+        self._bound = None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         assert self._session is not None
-        return self._session.run([self._output], {INPUT_NAME: batch})[0]
+        if not self.io_binding:
+            return self._session.run([self._output], {INPUT_NAME: batch})[0]
+        return self._infer_bound(batch)
+
+    def _infer_bound(self, batch: np.ndarray) -> np.ndarray:
+        import onnxruntime as ort
+
+        n = batch.shape[0]
+        ort_device = "cuda" if self.device == "cuda" else "cpu"
+        if self._bound is None:
+            n_out = int(self._session.get_outputs()[0].shape[-1])
+            # Buffers of our own: on CPU, ortvalue_from_numpy would borrow the caller's array.
+            x = ort.OrtValue.ortvalue_from_shape_and_type(list(batch.shape), np.float32, ort_device, 0)
+            y = ort.OrtValue.ortvalue_from_shape_and_type([n, n_out], np.float32, ort_device, 0)
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(INPUT_NAME, x)
+            binding.bind_ortvalue_output(self._output, y)
+            self._bound = (binding, x, y)
+            self.max_batch = n  # the buffers' (and a captured graph's) shape is fixed from here on
+        binding, x, y = self._bound
+        fixed = x.shape()[0]
+        if n < fixed:  # pad: a captured graph replays one shape only
+            padded = np.zeros((fixed, *batch.shape[1:]), np.float32)
+            padded[:n] = batch
+            batch = padded
+        x.update_inplace(batch)
+        self._session.run_with_iobinding(binding)
+        return y.numpy()[:n].copy()
 
     def _deactivate(self) -> None:
+        self._bound = None
         self._session = None
+        if self.io_binding:
+            self.max_batch = None
 
     def describe(self) -> str:
-        return f"onnxruntime {self.precision} on {', '.join(self.providers_in_use) or self.device}"
+        graph = " + CUDA graph" if self.cuda_graph else ""
+        return f"onnxruntime {self.precision} on {', '.join(self.providers_in_use) or self.device}{graph}"
