@@ -279,3 +279,18 @@ def test_tensorrt_ep_options_follow_the_graph_precision():
     assert fp32["trt_profile_min_shapes"] == "signal:1x4096x12"
     assert fp32["trt_profile_max_shapes"] == "signal:256x4096x12"
     assert int8["trt_engine_cache_path"] == "/c" and "trt_engine_cache_path" not in fp32
+
+
+def test_ort_tensorrt_int8_needs_the_symmetric_file(six_export):
+    """The CPU INT8 file has uint8 zero points that TensorRT refuses: never hand it to the TensorRT EP."""
+    from ecg_edge.backends import backend_present
+    from ecg_edge.export.manifest import load_manifest
+
+    _, result = six_export
+    manifest = load_manifest(result.out_dir)
+    assert all(e.get("variant") != "symmetric" for e in manifest["files"].values())
+    ok, why = backend_present("ort-tensorrt", manifest, "int8")
+    assert not ok and "symmetric INT8" in why and "--engine" in why
+    r = run_cli("infer", str(SHARED_WFDB), "--model", str(result.out_dir), "--backend", "ort-tensorrt",
+                "--precision", "int8")
+    assert r.exit_code == 2 and "symmetric INT8" in r.output

@@ -29,6 +29,11 @@ def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tupl
 
         if find_file(manifest, "onnx", precision) is None:
             return False, f"no {precision} ONNX file in the export"
+        if name == "ort-tensorrt" and precision == "int8":
+            found = find_file(manifest, "onnx", precision, "symmetric")
+            if found is None or manifest["files"][found].get("variant") != "symmetric":
+                return False, ("no symmetric INT8 ONNX file (TensorRT takes zero points of 0 only; "
+                               "ecg-edge export --engine makes it)")
         provider = PROVIDERS[name.removeprefix("ort-")][0]
         if provider not in available_providers():
             return False, f"onnxruntime here lacks {provider}"

@@ -55,6 +55,8 @@ class TensorRTBackend(Backend):
         self._rt = rt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        if self.facts.get("dla_core") is not None:  # a DLA engine runs on the core the runtime names
+            self._runtime.DLA_core = int(self.facts["dla_core"])
         self._engine = self._runtime.deserialize_cuda_engine(self.plan.read_bytes())
         if self._engine is None:
             raise InputError(self.plan, "TensorRT could not deserialize this engine")
