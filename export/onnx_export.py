@@ -44,14 +44,17 @@ def load_keras_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
     return model, read_model_info(path, task, kind)
 
 
-def keras_to_onnx(model: Any, path: str | Path, task: str, opset: int = OPSET) -> Path:
-    """Convert through a `tf.function` with an explicit input signature (dynamic batch).
+def keras_to_onnx(model: Any, path: str | Path, task: str, opset: int = OPSET) -> tuple[Path, dict[str, int]]:
+    """Convert through a `tf.function` with an explicit input signature (dynamic batch), then apply
+    the exact graph rewrites of `graph_passes`; returns the file and how many of each were made.
 
     `tf2onnx.convert.from_keras` trips over Keras 3 models; tracing the call ourselves works for
     all three variants.
     """
     import tensorflow as tf
     import tf2onnx
+
+    from ecg_edge.export.graph_passes import fold_batchnorm_into_conv, relu_before_squeeze
 
     spec = (tf.TensorSpec((None, N_SAMPLES, len(LEADS)), tf.float32, name=INPUT_NAME),)
 
@@ -60,6 +63,8 @@ def keras_to_onnx(model: Any, path: str | Path, task: str, opset: int = OPSET) -
         return {OUTPUT_NAMES[task]: model(signal, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
+    rewrites = {"batchnorm_folded_into_conv": fold_batchnorm_into_conv(proto),
+                "relu_moved_before_squeeze": relu_before_squeeze(proto)}
     path = Path(path)
     path.write_bytes(proto.SerializeToString())
-    return path
+    return path, rewrites

@@ -158,7 +158,7 @@ def export_model(
     try:
         log("Keras -> ONNX FP32")
         reference = model.predict(x_val, batch_size=32, verbose=0)
-        fp32_path = keras_to_onnx(model, staging / ONNX_NAMES["fp32"], task)
+        fp32_path, rewrites = keras_to_onnx(model, staging / ONNX_NAMES["fp32"], task)
         fp32_out = _onnx_outputs(fp32_path, x_val)
         parity = compare(reference, fp32_out, thresholds, "keras", max_abs=options.fp32_atol)
         log(f"  fp32 vs keras: {parity.summary()}")
@@ -210,6 +210,7 @@ def export_model(
             "thresholds": info["thresholds"],
             "thresholds_source": info.get("thresholds_source", ""),
             "opset": OPSET,
+            "graph_rewrites": rewrites,
             "files": files,
             "rejected": {k: v.as_dict() for k, v in rejected.items()},
             "calibration": cal_summary | ({"recipe": recipe.label} if recipe else {}),

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 from conftest import SHARED_WFDB, needs_shared
 
@@ -44,6 +45,11 @@ def test_six_class_export_files_and_manifest(six_export):
     assert "MaxPool float" in manifest["files"]["model.int8.onnx"]["recipe"]  # the CPU flavour's choice
     candidates = manifest["files"]["model.int8.onnx"]["candidates"]
     assert len(candidates) == 2 and {("residual float" in c["recipe"]) for c in candidates} == {True, False}
+    # the stem's and the four in-block BatchNorms fold into their Conv1Ds; the four after a residual
+    # Add cannot (the sum also feeds the next skip path)
+    assert manifest["graph_rewrites"] == {"batchnorm_folded_into_conv": 5, "relu_moved_before_squeeze": 5}
+    kinds = [n.op_type for n in onnx.load(out / "model.onnx").graph.node]
+    assert kinds.count("Conv") == 13 and kinds.count("Mul") == 4
 
 
 @needs_shared

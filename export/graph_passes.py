@@ -1,0 +1,120 @@
+"""Exact rewrites of the converted ONNX graph that onnxruntime's optimizer does not make.
+
+tf2onnx writes each Conv1D as Unsqueeze -> Conv -> Squeeze, so a BatchNormalization after it
+(a Mul and an Add by per-channel constants) is never fused into the convolution: it costs a
+pass over the activations in FP32 and a QLinearMul + QLinearAdd pair in INT8.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+
+def _constant_inputs(graph: Any) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+
+
+def fold_batchnorm_into_conv(model: Any) -> int:
+    """Fold the per-channel Mul and Add constants that follow Conv -> Squeeze (a BatchNormalization;
+    tf2onnx drops the Add when the shift is zero) into the Conv's weights and bias. Returns the
+    number of Convs that absorbed one. Exact up to float rounding (the export gates measure it)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = _constant_inputs(graph)
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    graph_outputs = {o.name for o in graph.output}
+
+    def only_consumer(name: str) -> Any:
+        found = consumers.get(name, [])
+        return found[0] if name not in graph_outputs and len(found) == 1 else None
+
+    def per_channel(node: Any, upstream: str, channels: int) -> np.ndarray | None:
+        other = [n for n in node.input if n != upstream]
+        if len(other) != 1 or other[0] not in consts:
+            return None
+        value = consts[other[0]]
+        if value.shape not in ((1, channels, 1), (channels, 1)):  # broadcast on axis 1 of (N, C, W)
+            return None
+        return value.reshape(channels).astype(np.float64)
+
+    removed: list[Any] = []
+    folds = 0
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or conv.input[1] not in consts:
+            continue
+        squeeze = only_consumer(conv.output[0])
+        if squeeze is None or squeeze.op_type != "Squeeze":
+            continue
+        weight = consts[conv.input[1]].astype(np.float64)
+        channels = weight.shape[0]
+        has_bias = len(conv.input) > 2 and bool(conv.input[2])
+        bias = consts[conv.input[2]].astype(np.float64) if has_bias else np.zeros(channels)
+        absorbed: list[Any] = []
+        tail, node = squeeze.output[0], only_consumer(squeeze.output[0])
+        while node is not None and node.op_type in ("Mul", "Add"):
+            value = per_channel(node, tail, channels)
+            if value is None:
+                break
+            if node.op_type == "Mul":
+                weight = weight * value.reshape(-1, *[1] * (weight.ndim - 1))
+                bias = bias * value
+            else:
+                bias = bias + value
+            absorbed.append(node)
+            tail, node = node.output[0], only_consumer(node.output[0])
+        if not absorbed:
+            continue
+        dtype = consts[conv.input[1]].dtype
+        new_w = numpy_helper.from_array(weight.astype(dtype), f"{conv.output[0]}/folded_weight")
+        new_b = numpy_helper.from_array(bias.astype(dtype), f"{conv.output[0]}/folded_bias")
+        graph.initializer.extend([new_w, new_b])
+        del conv.input[1:]
+        conv.input.extend([new_w.name, new_b.name])
+        squeeze.output[0] = tail  # downstream keeps reading the same name
+        removed += absorbed
+        folds += 1
+
+    for node in removed:
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    stale = [init for init in graph.initializer if init.name not in used]
+    for init in stale:
+        graph.initializer.remove(init)
+    return folds
+
+
+def relu_before_squeeze(model: Any) -> int:
+    """Swap Squeeze -> Relu into Relu -> Squeeze (they commute), so that a Conv's Relu follows it
+    directly: the quantized graph then fuses the Relu into the convolution's output range, and the
+    Squeeze keeps one set of quantization parameters and runs on int8. Returns the number of swaps."""
+    graph = model.graph
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    graph_outputs = {o.name for o in graph.output}
+    swaps = 0
+    for squeeze in list(graph.node):
+        if squeeze.op_type != "Squeeze" or squeeze.output[0] in graph_outputs:
+            continue
+        after = consumers.get(squeeze.output[0], [])
+        if len(after) != 1 or after[0].op_type != "Relu":
+            continue
+        relu = after[0]
+        source, middle, final = squeeze.input[0], squeeze.output[0], relu.output[0]
+        relu.input[0], relu.output[0] = source, middle
+        squeeze.input[0], squeeze.output[0] = middle, final
+        # keep topological order: the Relu now runs first
+        graph.node.remove(relu)
+        graph.node.insert(list(graph.node).index(squeeze), relu)
+        swaps += 1
+    return swaps
