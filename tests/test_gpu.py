@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import importlib.util
 
+import numpy as np
 import pytest
 
 from ecg_edge.gpu import check, tensorrt_status
@@ -28,3 +29,82 @@ def test_status_names_what_is_missing():
     usable, reason = tensorrt_status()
     assert not usable
     assert "TensorRT is not installed" in reason and "ecg-edge[tensorrt]" in reason
+
+
+# ---- on a machine with an NVIDIA GPU (pytest -m gpu); each skips here with its reason ----
+
+
+def _providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def _reference(export_dir, x):
+    from ecg_edge.backends import open_backend
+    from ecg_edge.backends.base import infer_all
+
+    runner, _ = open_backend(export_dir, "ort-cpu", "fp32")
+    with runner:
+        return infer_all(runner, x, batch=16)
+
+
+@pytest.mark.gpu
+def test_ort_cuda_and_its_cuda_graph_match_cpu(request):
+    if "CUDAExecutionProvider" not in _providers():
+        pytest.skip("onnxruntime here has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+    six_export = request.getfixturevalue("six_export")  # an export only where the test runs
+    from ecg_edge.backends import open_backend
+    from ecg_edge.training.synthetic import synthesize
+
+    _, result = six_export
+    x, _ = synthesize(40, seed=11)
+    expected = _reference(result.out_dir, x)
+    for graph in (False, True):
+        runner, _ = open_backend(result.out_dir, "ort-cuda", "fp32", cuda_graph=graph)
+        with runner:
+            assert runner.providers_in_use[0] == "CUDAExecutionProvider"  # no silent CPU fallback
+            got = np.concatenate([runner.infer(x[i:i + 16]) for i in range(0, 40, 16)])  # 16, 16, 8 padded
+        assert np.abs(got - expected).max() < 5e-3, graph  # cuDNN may use TF32
+
+
+@pytest.mark.gpu
+def test_tensorrt_backend_and_ep_each_precision(request, tmp_path):
+    from ecg_edge.gpu import tensorrt_status
+
+    usable, reason = tensorrt_status()
+    if not usable:
+        pytest.skip(reason)
+    six_export = request.getfixturevalue("six_export")
+    from conftest import FAST
+
+    from ecg_edge.backends import backend_present, open_backend
+    from ecg_edge.backends.base import infer_all
+    from ecg_edge.bench import bench_backend
+    from ecg_edge.export.pipeline import ExportOptions, export_model
+    from ecg_edge.spec import REFERENCE_THRESHOLDS
+    from ecg_edge.training.synthetic import synthesize
+
+    model_path, _ = six_export
+    out = tmp_path / "out"
+    result = export_model(model_path, out, ExportOptions(engine=True, max_batch=64, **FAST))
+    x, _ = synthesize(40, seed=12)
+    expected = _reference(out, x)
+    thresholds = np.array(list(REFERENCE_THRESHOLDS.values()))
+    for backend in ("tensorrt", "ort-tensorrt"):
+        for precision in ("fp32", "fp16", "int8"):
+            ok, why = backend_present(backend, result.manifest, precision)
+            if not ok:
+                assert backend == "ort-tensorrt" and "TensorrtExecutionProvider" in why, why
+                continue
+            runner, _ = open_backend(out, backend, precision)
+            with runner:
+                got = infer_all(runner, x, batch=16)
+                if backend == "tensorrt":
+                    row = bench_backend(runner, 16, 3.65e9, warmup_s=0.2, duration_s=0.5)
+                    assert row.compute_ms is not None and row.compute_ms["median"] <= row.latency_ms["median"]
+                else:
+                    assert runner.providers_in_use[0] == "TensorrtExecutionProvider"
+            agree = ((got >= thresholds) == (expected >= thresholds)).mean()
+            limit = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.2}[precision]
+            assert np.abs(got - expected).max() < limit and agree >= 0.95, (backend, precision)
