@@ -30,9 +30,9 @@ def build_engine(
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    major = int(trt.__version__.split(".")[0])
-    # TensorRT 11 is always strongly typed and dropped the flag's effect; 10 needs it.
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if major < 11 else 0
+    # Required on TensorRT 10; on 11 every network is strongly typed and the flag is accepted and ignored.
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = 1 << int(strongly_typed) if strongly_typed is not None else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
