@@ -240,6 +240,12 @@ def run_matrix(
     from ecg_edge.export.manifest import find_file, load_manifest, verified_path
 
     manifest = load_manifest(export_dir)
+    if cuda_graph:
+        ok, why = backend_present("ort-cuda", manifest, precisions[0] if precisions else "fp32")
+        if not ok or (backends and "ort-cuda" not in backends):
+            from ecg_edge.errors import InputError
+
+            raise InputError(None, f"--cuda-graph runs with the ort-cuda backend: {why or 'not among --backend'}")
     fp32 = find_file(manifest, "onnx", "fp32")
     if fp32 is None:
         from ecg_edge.errors import InputError

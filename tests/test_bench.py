@@ -93,3 +93,14 @@ def test_bench_backend_runs_enough(six_export):
 def test_bad_batch_exit_2(home):
     r = CliRunner().invoke(app, ["bench", "--batch", "0,x"])
     assert r.exit_code == 2 and "--batch" in r.output
+
+
+def test_cuda_graph_without_ort_cuda_exit_2(six_export):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime here has CUDA: --cuda-graph is valid")
+    _, result = six_export
+    r = CliRunner().invoke(app, ["bench", "--model", str(result.out_dir), "--cuda-graph", "--duration", "0.1"])
+    assert r.exit_code == 2 and "--cuda-graph runs with the ort-cuda backend" in r.output
+    assert "CUDAExecutionProvider" in r.output
