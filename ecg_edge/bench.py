@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.backends.base import Backend
+from ecg_edge.errors import InputError
 from ecg_edge.spec import LEADS, N_SAMPLES
 
 N_BUFFERS = 4  # inputs rotate among these, so no cache holds a single batch
@@ -189,8 +190,6 @@ def random_weight_export(out_dir: Path) -> Path:
     try:
         import keras
     except ImportError:
-        from ecg_edge.errors import InputError
-
         raise InputError(None, "no export to benchmark and no TensorFlow to make one: pass --model DIR "
                                "or pip install 'ecg-edge[train]'") from None
     from ecg_edge.export.pipeline import ExportOptions, export_model
@@ -226,7 +225,6 @@ def write_plot(results: list[BenchResult], path: Path) -> None:
     plt.close(fig)
 
 
-
 def run_matrix(
     export_dir: Path, batches: list[int], backends: list[str], precisions: list[str], warmup_s: float,
     duration_s: float, threads: int | None, cache_dir: Path | None = None, log: Any = lambda line: None,
@@ -243,13 +241,9 @@ def run_matrix(
     if cuda_graph:
         ok, why = backend_present("ort-cuda", manifest, precisions[0] if precisions else "fp32")
         if not ok or (backends and "ort-cuda" not in backends):
-            from ecg_edge.errors import InputError
-
             raise InputError(None, f"--cuda-graph runs with the ort-cuda backend: {why or 'not among --backend'}")
     fp32 = find_file(manifest, "onnx", "fp32")
     if fp32 is None:
-        from ecg_edge.errors import InputError
-
         raise InputError(export_dir, "no FP32 ONNX file to count FLOPs from")
     flops = count_flops(verified_path(export_dir, manifest, fp32))
     peak = measure_cpu_peak(cache_dir)

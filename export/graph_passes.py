@@ -19,6 +19,15 @@ def _constant_inputs(graph: Any) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
 
 
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes that read it."""
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    return consumers
+
+
 def fold_batchnorm_into_conv(model: Any) -> int:
     """Fold the per-channel Mul and Add constants that follow Conv -> Squeeze (a BatchNormalization;
     tf2onnx drops the Add when the shift is zero) into the Conv's weights and bias. Returns the
@@ -27,10 +36,7 @@ def fold_batchnorm_into_conv(model: Any) -> int:
 
     graph = model.graph
     consts = _constant_inputs(graph)
-    consumers: dict[str, list[Any]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}
 
     def only_consumer(name: str) -> Any:
@@ -97,10 +103,7 @@ def relu_before_squeeze(model: Any) -> int:
     directly: the quantized graph then fuses the Relu into the convolution's output range, and the
     Squeeze keeps one set of quantization parameters and runs on int8. Returns the number of swaps."""
     graph = model.graph
-    consumers: dict[str, list[Any]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.output}
     swaps = 0
     for squeeze in list(graph.node):

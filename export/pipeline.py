@@ -12,7 +12,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -193,8 +193,7 @@ def export_model(
                     rejected["int8"] = parity
 
         if options.engine:
-            _build_engines(staging, files, recipe, x_cal, x_val, fp32_out, thresholds, options,
-                                     rejected, log)
+            _build_engines(staging, files, recipe, x_cal, x_val, fp32_out, thresholds, options, rejected, log)
 
         manifest = {
             "format": FORMAT_VERSION,
@@ -267,10 +266,9 @@ def _build_engines(
     for precision in options.precisions:
         if precision == "int8":
             assert recipe is not None
-            source = quantize_int8(staging / "prepared.onnx", staging / SYMMETRIC_INT8_NAME, x_cal,
-                                   Int8Recipe(recipe.method, recipe.residual_float, symmetric=True))
-            files[source.name] = _file_entry(source, "onnx", "int8", variant="symmetric",
-                                             recipe=Int8Recipe(recipe.method, recipe.residual_float, True).label)
+            symmetric = replace(recipe, symmetric=True)
+            source = quantize_int8(staging / "prepared.onnx", staging / SYMMETRIC_INT8_NAME, x_cal, symmetric)
+            files[source.name] = _file_entry(source, "onnx", "int8", variant="symmetric", recipe=symmetric.label)
         else:
             source = staging / ONNX_NAMES[precision]
             if source.name not in files:

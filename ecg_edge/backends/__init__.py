@@ -97,8 +97,6 @@ def open_backend(
     from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 
     device = backend.removeprefix("ort-")
-    if cuda_graph and device != "cuda":
-        raise InputError(None, f"--cuda-graph needs the ort-cuda backend, not {backend}")
     name = find_file(manifest, "onnx", precision, "symmetric" if device == "tensorrt" else "default")
     assert name is not None
     path = verified_path(export_dir, manifest, name)

@@ -44,7 +44,7 @@ class OnnxRuntimeBackend(Backend):
     ) -> None:
         super().__init__()
         if cuda_graph and device != "cuda":
-            raise InputError(None, "CUDA graphs need the CUDA execution provider (--backend ort-cuda)")
+            raise InputError(None, f"--cuda-graph needs the ort-cuda backend, not ort-{device}")
         self.path = Path(path)
         self.device = device
         self.threads = threads
