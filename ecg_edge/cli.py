@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ecg_edge.errors import InputError
+from ecg_edge.spec import BATCH_PROFILE
 
 if TYPE_CHECKING:
     from ecg_edge.infer import InferenceRun
@@ -332,7 +333,8 @@ def export(
     validation: Annotated[list[Path] | None, typer.Option(
         help="Extra held-out ECGs for the parity checks (synthetic ones are always added).")] = None,
     engine: Annotated[bool, typer.Option("--engine", help="Also build TensorRT engines (needs a GPU).")] = False,
-    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the engines' profile.")] = 256,
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the engines' profile.")]
+    = BATCH_PROFILE["max"],
     dla_core: Annotated[int | None, typer.Option(help="Jetson: build for this DLA core (GPU fallback).")] = None,
     fp32_atol: Annotated[float, typer.Option(help="FP32 ONNX vs Keras tolerance (max abs).")] = 1e-4,
 ) -> None:

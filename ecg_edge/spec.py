@@ -10,6 +10,8 @@ LEADS: tuple[str, ...] = (
     "DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )
 UNITS = "mV"
+# Batch range TensorRT builds for (engines, and the TensorRT EP's): smallest, typical, largest.
+BATCH_PROFILE: dict[str, int] = {"min": 1, "opt": 64, "max": 256}
 
 CLASSES: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 BINARY_CLASSES: tuple[str, ...] = ("abnormal",)

@@ -25,7 +25,7 @@ from ecg_edge.errors import InputError
 from ecg_edge.export.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 from ecg_edge.export.parity import Parity, compare
 from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8, to_fp16
-from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
+from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
 
 ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 SYMMETRIC_INT8_NAME = "model.int8.sym.onnx"
@@ -40,8 +40,8 @@ class ExportGateError(RuntimeError):
 class ExportOptions:
     precisions: Sequence[str] = PRECISIONS
     engine: bool = False
-    max_batch: int = 256
-    opt_batch: int = 64
+    max_batch: int = BATCH_PROFILE["max"]
+    opt_batch: int = BATCH_PROFILE["opt"]
     dla_core: int | None = None
     fp32_atol: float = 1e-4  # FP32 ONNX vs Keras
     fp16_atol: float = 2e-2  # FP16 vs FP32 ONNX

@@ -11,11 +11,12 @@ from typing import Any
 
 from ecg_edge.errors import InputError
 from ecg_edge.gpu import gpu_info, tensorrt_status
-from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES
+from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES
 
 
 def build_engine(
-    onnx_path: str | Path, plan_path: str | Path, max_batch: int = 256, opt_batch: int = 64,
+    onnx_path: str | Path, plan_path: str | Path, max_batch: int = BATCH_PROFILE["max"],
+    opt_batch: int = BATCH_PROFILE["opt"],
     timing_cache: str | Path | None = None, dla_core: int | None = None, workspace_gib: float = 4.0,
     precision: str = "fp32",
 ) -> dict[str, Any]:
@@ -46,8 +47,9 @@ def build_engine(
         config.clear_flag(trt.BuilderFlag.TF32)
     opt_batch = max(1, min(opt_batch, max_batch))
     profile = builder.create_optimization_profile()
+    min_batch = BATCH_PROFILE["min"]
     profile.set_shape(
-        INPUT_NAME, (1, N_SAMPLES, len(LEADS)), (opt_batch, N_SAMPLES, len(LEADS)),
+        INPUT_NAME, (min_batch, N_SAMPLES, len(LEADS)), (opt_batch, N_SAMPLES, len(LEADS)),
         (max_batch, N_SAMPLES, len(LEADS)),
     )
     config.add_optimization_profile(profile)
@@ -76,7 +78,7 @@ def build_engine(
         "gpu": gpu.name,
         "compute_capability": gpu.compute_capability,
         "cuda_driver": gpu.driver_version,
-        "profile": {"min": 1, "opt": opt_batch, "max": max_batch},
+        "profile": {"min": min_batch, "opt": opt_batch, "max": max_batch},
         "dla_core": dla_core,
         "tf32": tf32,
         "built_from": Path(onnx_path).name,

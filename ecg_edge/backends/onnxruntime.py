@@ -9,7 +9,7 @@ import numpy as np
 
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
-from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES
+from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -22,10 +22,6 @@ def available_providers() -> list[str]:
     import onnxruntime as ort
 
     return list(ort.get_available_providers())
-
-
-# The TensorRT EP's optimisation profile over batch: engines are not rebuilt for batches inside it.
-TRT_EP_PROFILE = {"trt_profile_min_shapes": 1, "trt_profile_opt_shapes": 64, "trt_profile_max_shapes": 256}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -73,7 +69,9 @@ class OnnxRuntimeBackend(Backend):
         """The TensorRT EP builds weakly typed networks on TensorRT 10: the graph's FP16 casts and
         Q/DQ nodes take effect only with the matching precision enabled (no calibration table: the
         scales are in the graph)."""
-        options = {key: f"{INPUT_NAME}:{n}x{N_SAMPLES}x{len(LEADS)}" for key, n in TRT_EP_PROFILE.items()}
+        # An optimisation profile over batch: engines are not rebuilt for batches inside it.
+        options = {f"trt_profile_{key}_shapes": f"{INPUT_NAME}:{n}x{N_SAMPLES}x{len(LEADS)}"
+                   for key, n in BATCH_PROFILE.items()}
         if self.precision == "fp16":
             options["trt_fp16_enable"] = "True"
         elif self.precision == "int8":
