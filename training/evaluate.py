@@ -73,15 +73,15 @@ def evaluate(
     """Score a model (.keras/.hdf5 file, or an export folder through any backend) on labelled data."""
     from ecg_edge.backends import open_backend
     from ecg_edge.backends.keras import KerasBackend
-    from ecg_edge.export.onnx_export import load_keras_model
     from ecg_edge.recording import expand_inputs, is_hdf5, read_wfdb_labels
 
     model = Path(model)
     if model.is_dir():
         runner, manifest = open_backend(model, backend, precision)
     else:
-        _, info = load_keras_model(model)
-        runner = KerasBackend(model)
+        reference = KerasBackend(model)
+        reference.activate()  # loads the model once: its info, and the runs below
+        info, runner = reference.info, reference
         manifest = {"output": {"classes": info["classes"]}, "thresholds": info["thresholds"], "files": {}}
     classes = list(manifest["output"]["classes"])
     task = "six" if classes == list(CLASSES) else "binary"

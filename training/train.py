@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +168,7 @@ def finetune_model(
         for layer in model.layers:
             layer.trainable = True
         compile_for_training(model, options.learning_rate / 10)
-        stage2 = TrainOptions(**{**options.__dict__, "epochs": unfreeze_epochs,
-                                 "learning_rate": options.learning_rate / 10})
+        stage2 = replace(options, epochs=unfreeze_epochs, learning_rate=options.learning_rate / 10)
         out, info = _fit(lambda: model, data, labels_csv, out.with_name(out.stem + ".unfrozen.keras"), stage2,
                          "transfer", epoch_end)
     return out, info

@@ -17,6 +17,7 @@ class KerasBackend(Backend):
     def __init__(self, model_path: str | Path) -> None:
         super().__init__()
         self.model_path = Path(model_path)
+        self.info: dict[str, Any] = {}  # task, classes, thresholds: known once activated
         self._model: Any = None
 
     def _activate(self) -> None:
@@ -25,7 +26,7 @@ class KerasBackend(Backend):
         except ImportError:
             raise InputError(self.model_path, "the keras backend needs TensorFlow: "
                                               "pip install 'ecg-edge[train]'") from None
-        self._model, _ = load_keras_model(self.model_path)
+        self._model, self.info = load_keras_model(self.model_path)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._model(batch, training=False), dtype=np.float32)
