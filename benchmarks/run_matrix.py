@@ -80,6 +80,12 @@ def main() -> None:
         lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['throughput_ecg_per_s']:.1f} | "
                      + " | ".join(f"{lat[k]:.1f}" for k in ("min", "median", "p90", "p99", "max"))
                      + f" | {r['gflops_per_s']:.0f} | {share} |")
+    device_rows = [r for r in report["results"] if r.get("compute_ms")]
+    if device_rows:  # TensorRT: CUDA-event time apart from the host copies, as trtexec reports them
+        lines += ["", "| backend | precision | batch | host latency median | GPU compute median |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['latency_ms']['median']:.2f} | "
+                  f"{r['compute_ms']['median']:.2f} |" for r in device_rows]
     e2e = report["end_to_end"]
     lines += ["", f"End to end: `infer` on {e2e['exams']} HDF5 exams, INT8 batch {e2e['batch']}: "
               f"{e2e['infer_ecg_per_s']:.1f} ECG/s vs raw {e2e['raw_ecg_per_s']:.1f} ECG/s.", "",
