@@ -25,7 +25,7 @@ test-min:
 	$(PYTHON) -m venv .venv-min
 	.venv-min/bin/python -m pip install -q -r .ci/min-runtime.txt
 	.venv-min/bin/python -m pip install -q --no-deps -e .
-	.venv-min/bin/python -m pytest -q -p no:cacheprovider tests/test_preprocess.py tests/test_readers.py \
+	.venv-min/bin/python -m pytest -q -p no:cacheprovider tests/test_preprocess.py tests/test_readers.py tests/test_formats.py \
 		tests/test_infer.py tests/test_cli.py tests/test_metrics.py
 
 lint: $(BIN)/ecg-edge

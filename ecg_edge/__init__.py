@@ -5,7 +5,8 @@ Importing this package never imports TensorFlow: it is the runtime that runs on 
 
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import to_model_input
-from ecg_edge.recording import Recording, iter_recordings, read_recording
+from ecg_edge.readers import iter_recordings, read_recording
+from ecg_edge.recording import Recording
 
 __version__ = "0.1.0"
 

@@ -68,13 +68,11 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same set).")] = 0,
 ) -> None:
     """Labelled synthetic 12-lead ECGs (CODE-layout HDF5 + labels CSV)."""
+    from ecg_edge.convert import check_hdf5_output
     from ecg_edge.progress import progress_bar
     from ecg_edge.training.synthetic import write_synthetic_set
 
-    if out.suffix.lower() not in {".h5", ".hdf5"}:
-        raise InputError(out, "output must end in .h5 or .hdf5")
-    if not out.parent.exists():
-        raise InputError(out.parent, "output folder does not exist")
+    check_hdf5_output(out)
     with progress_bar("synthesizing", total=n) as advance:
         h5_path, csv_path = write_synthetic_set(out, n, seed=seed, progress=advance)
     console.print(summarize_labels(csv_path))
@@ -398,6 +396,39 @@ def parse_thresholds(values: list[str], classes: list[str]) -> dict[str, float]:
 
 
 MAX_TABLE_ROWS = 40
+RECORDINGS_HELP = ("Recordings in any mix of formats (CODE-layout HDF5, WFDB, DICOM, GE MUSE XML, HL7 aECG, "
+                   "Philips Sierra XML, EDF/EDF+, .npy), or folders of them.")
+
+
+@app.command()
+@user_errors
+def convert(
+    inputs: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP + " The last argument is OUT.h5.")],
+    scale: Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")] = 1.0,
+    fs: Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")] = None,
+    leads: Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
+) -> None:
+    """Any readable recordings into one CODE-layout HDF5 (tracings, exam_id, source), streamed."""
+    from ecg_edge.convert import check_hdf5_output, convert_to_hdf5
+    from ecg_edge.infer import ReadOptions, count_exams
+    from ecg_edge.progress import progress_bar
+    from ecg_edge.readers import expand_inputs
+
+    if len(inputs) < 2:
+        raise InputError(None, "give one or more inputs, then OUT.h5")
+    *sources, out = inputs
+    check_hdf5_output(out)
+    options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going)
+    skipped: list[str] = []
+
+    def report_skip(message: str) -> None:
+        skipped.append(message)
+        err_console.print(f"skipped: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    with progress_bar("converting", total=None if keep_going else count_exams(expand_inputs(sources))) as advance:
+        n = convert_to_hdf5(sources, out, options, progress=advance, on_skip=report_skip)
+    console.print(f"wrote {n} exams to {out} ({len(skipped)} skipped)", highlight=False)
 
 
 def results_table(run: InferenceRun) -> Table:
@@ -416,8 +447,7 @@ def results_table(run: InferenceRun) -> Table:
 @app.command()
 @user_errors
 def infer(
-    recordings: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 files, WFDB records (.hea or "
-                                                          "record path), folders of them, or .npy files.")],
+    recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
     model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
     backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or keras.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
@@ -432,11 +462,11 @@ def infer(
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "
                                              "and replay it (fixed batch).")] = False,
 ) -> None:
-    """Probabilities and findings per exam for HDF5, WFDB or .npy recordings."""
+    """Probabilities and findings per exam, from recordings in any readable format."""
     from ecg_edge.backends import open_backend
     from ecg_edge.infer import ReadOptions, check_output_path, count_exams, run_inference, write_results
     from ecg_edge.progress import progress_bar
-    from ecg_edge.recording import expand_inputs
+    from ecg_edge.readers import expand_inputs
 
     if output is not None:
         check_output_path(output)
@@ -448,7 +478,7 @@ def infer(
     total = None if keep_going else count_exams(paths)
 
     def report_skip(message: str) -> None:
-        err_console.print(f"skipped: {message}", markup=False, highlight=False)
+        err_console.print(f"skipped: {message}", markup=False, highlight=False, soft_wrap=True)
 
     with runner, progress_bar("inferring", total=total) as advance:
         err_console.print(f"backend: {runner.describe()} ({'auto' if backend == 'auto' else 'chosen'})",

@@ -22,7 +22,7 @@ from ecg_edge.atomic_files import atomic_write
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import check_finite, to_model_input
-from ecg_edge.recording import expand_inputs, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
+from ecg_edge.readers import expand_inputs, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
 
 QUEUE_BATCHES = 3
 
@@ -41,6 +41,7 @@ class InferenceRun:
     thresholds: dict[str, float]
     ids: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    statements: list[tuple[str, ...]] = field(default_factory=list)  # the recording device's own, per exam
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     skipped: list[str] = field(default_factory=list)
     backend: str = ""
@@ -67,19 +68,35 @@ def count_exams(paths: Sequence[Path]) -> int:
     return sum(hdf5_exam_count(p) if is_hdf5(p) else 1 for p in paths)
 
 
+@dataclass
+class Batch:
+    """Model inputs (n, 4096, 12) with, per exam, its id, source file and the device's own statements."""
+
+    ids: list[str]
+    sources: list[str]
+    statements: list[tuple[str, ...]]
+    x: np.ndarray
+
+
 def iter_batches(
     paths: Sequence[Path], batch: int, options: ReadOptions, on_skip: Callable[[str], None],
-) -> Iterator[tuple[list[str], list[str], np.ndarray]]:
-    """(exam ids, sources, model inputs (n, 4096, 12)) in batches of `batch`, in input order."""
+) -> Iterator[Batch]:
+    """Batches of `batch` exams from any mix of formats, in input order."""
     ids: list[str] = []
     sources: list[str] = []
+    statements: list[tuple[str, ...]] = []
     rows: list[np.ndarray] = []
 
-    def flush() -> tuple[list[str], list[str], np.ndarray]:
-        out = (ids[:], sources[:], np.stack(rows))
-        ids.clear()
-        sources.clear()
-        rows.clear()
+    def add(exam_id: str, source: str, x: np.ndarray, said: tuple[str, ...] = ()) -> Batch | None:
+        ids.append(exam_id)
+        sources.append(source)
+        statements.append(said)
+        rows.append(x)
+        if len(rows) < batch:
+            return None
+        out = Batch(ids[:], sources[:], statements[:], np.stack(rows))
+        for part in (ids, sources, statements, rows):
+            part.clear()
         return out
 
     for path in paths:
@@ -94,25 +111,20 @@ def iter_batches(
                                 raise
                             on_skip(str(exc))
                             continue
-                        ids.append(exam_id)
-                        sources.append(str(path))
-                        rows.append(x * options.scale if options.scale != 1.0 else x)
-                        if len(rows) == batch:
-                            yield flush()
+                        full = add(exam_id, str(path), x * options.scale if options.scale != 1.0 else x)
+                        if full is not None:
+                            yield full
             else:
                 rec = read_recording(path, fs=options.fs, leads=options.leads)
-                x = to_model_input(rec, scale=options.scale)
-                ids.append(rec.id)
-                sources.append(str(path))
-                rows.append(x)
-                if len(rows) == batch:
-                    yield flush()
+                full = add(rec.id, str(path), to_model_input(rec, scale=options.scale), rec.statements)
+                if full is not None:
+                    yield full
         except InputError as exc:
             if not options.keep_going:
                 raise
             on_skip(str(exc))
     if rows:
-        yield flush()
+        yield Batch(ids, sources, statements, np.stack(rows))
 
 
 def _read_ahead(source: Iterator[Any], depth: int) -> Iterator[Any]:
@@ -173,13 +185,14 @@ def run_inference(
 
     outputs = []
     start = time.perf_counter()
-    for ids, sources, x in _read_ahead(iter_batches(paths, batch, options, skip), QUEUE_BATCHES):
-        outputs.append(backend.infer(x))
+    for item in _read_ahead(iter_batches(paths, batch, options, skip), QUEUE_BATCHES):
+        outputs.append(backend.infer(item.x))
         run.compute_s += backend.last_inference_s or 0.0
-        run.ids += ids
-        run.sources += sources
+        run.ids += item.ids
+        run.sources += item.sources
+        run.statements += item.statements
         if progress:
-            progress(len(ids))
+            progress(len(item.ids))
     run.wall_s = time.perf_counter() - start
     run.probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(classes)), np.float32)
     return run
@@ -212,8 +225,9 @@ def write_results(run: InferenceRun, path: Path) -> None:
         "skipped": run.skipped,
         "exams": [
             {"exam_id": exam_id, **{c: float(p) for c, p in zip(run.classes, probs, strict=True)},
-             "findings": found, "source": source}
-            for exam_id, probs, found, source in zip(run.ids, run.probabilities, findings, run.sources, strict=True)
+             "findings": found, "device_statements": list(said), "source": source}
+            for exam_id, probs, found, source, said
+            in zip(run.ids, run.probabilities, findings, run.sources, run.statements, strict=True)
         ],
     }
     atomic_write(path, lambda f: json.dump(document, f, indent=1))

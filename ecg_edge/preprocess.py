@@ -8,31 +8,52 @@ import numpy as np
 
 from ecg_edge.errors import InputError
 from ecg_edge.recording import Recording
-from ecg_edge.spec import LEAD_ALIASES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ
+from ecg_edge.spec import LEAD_ALIASES, LEAD_PREFIXES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ
 
-# Factor that takes a physical unit to millivolts (WFDB writes units in any case).
-_TO_MILLIVOLTS = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
+# Factor that takes a physical unit to millivolts, keyed by the unit in lower case (WFDB writes
+# any case; GE MUSE spells units out; DICOM and EDF use UCUM-like symbols).
+_TO_MILLIVOLTS = {
+    "mv": 1.0, "millivolts": 1.0, "millivolt": 1.0,
+    "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolts": 1e-3, "microvolt": 1e-3,
+    "v": 1e3, "volts": 1e3, "volt": 1e3,
+    "nv": 1e-6,
+}
 
 
 def canonical_lead(name: str) -> str | None:
-    """The model's name for a lead (e.g. 'aVr' -> 'AVR', 'I' -> 'DI'); None if not a standard lead."""
-    return LEAD_ALIASES.get(name.strip().upper().replace(" ", "").replace("-", ""))
+    """The model's name for a lead (e.g. 'aVr' -> 'AVR', 'Lead I' -> 'DI'); None if not a standard lead."""
+    key = name.strip().upper().replace(" ", "").replace("-", "").replace("_", "")
+    for prefix in LEAD_PREFIXES:
+        if key.startswith(prefix) and key[len(prefix):] in LEAD_ALIASES:
+            return LEAD_ALIASES[key[len(prefix):]]
+    return LEAD_ALIASES.get(key)
+
+
+def derive_limb_leads(columns: dict[str, np.ndarray]) -> None:
+    """Fill in missing limb leads from any two of I, II, III (Einthoven: II = I + III), then
+    aVR, aVL and aVF (Goldberger), in place."""
+    if "DI" in columns and "DII" in columns:
+        columns.setdefault("DIII", columns["DII"] - columns["DI"])
+    elif "DI" in columns and "DIII" in columns:
+        columns["DII"] = columns["DI"] + columns["DIII"]
+    elif "DII" in columns and "DIII" in columns:
+        columns["DI"] = columns["DII"] - columns["DIII"]
+    else:
+        return
+    lead_i, lead_ii = columns["DI"], columns["DII"]
+    columns.setdefault("AVR", -(lead_i + lead_ii) / 2)
+    columns.setdefault("AVL", lead_i - lead_ii / 2)
+    columns.setdefault("AVF", lead_ii - lead_i / 2)
 
 
 def select_leads(signal: np.ndarray, names: tuple[str, ...], source: str | None = None) -> np.ndarray:
-    """Columns in the model's lead order; III, aVR, aVL and aVF are derived from I and II if absent."""
+    """Columns in the model's lead order; missing limb leads derived from any two of I, II, III."""
     columns: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
         lead = canonical_lead(name)
         if lead is not None and lead not in columns:
             columns[lead] = signal[:, i]
-    if "DI" in columns and "DII" in columns:
-        lead_i, lead_ii = columns["DI"], columns["DII"]
-        # Einthoven's and Goldberger's relations.
-        columns.setdefault("DIII", lead_ii - lead_i)
-        columns.setdefault("AVR", -(lead_i + lead_ii) / 2)
-        columns.setdefault("AVL", lead_i - lead_ii / 2)
-        columns.setdefault("AVF", lead_ii - lead_i / 2)
+    derive_limb_leads(columns)
     missing = [lead for lead in LEADS if lead not in columns]
     if missing:
         have = ", ".join(names) or "none"
@@ -81,22 +102,23 @@ def check_finite(signal: np.ndarray, source: str | None) -> None:
 def to_model_input(recording: Recording, scale: float = 1.0) -> np.ndarray:
     """Bring a recording to the model's input: (4096, 12) float32, millivolts, 400 Hz, model lead order.
 
-    Leads are picked and ordered by name (aliases allowed; limb leads derived from I and II when
-    absent), converted to millivolts, multiplied by `scale` (to correct a source's convention),
-    resampled to 400 Hz with `scipy.signal.resample_poly`, then centre-padded or centre-cropped.
+    Leads are picked and ordered by name (aliases allowed; missing limb leads derived from any two
+    of I, II, III), converted to millivolts, multiplied by `scale` (to correct a source's
+    convention), checked for NaN/inf (the 12 leads only: other channels are ignored), resampled to
+    400 Hz with `scipy.signal.resample_poly`, then centre-padded or centre-cropped.
     """
     source = recording.source or recording.id or None
     if recording.signal.shape[0] == 0:
         raise InputError(source, "recording has no samples")
     if not recording.fs or recording.fs <= 0 or not np.isfinite(recording.fs):
         raise InputError(source, f"invalid sampling rate {recording.fs}")
-    check_finite(recording.signal, source)
-    # Only standard leads count: extra channels (e.g. Frank leads) may carry any unit.
+    # Only standard leads count: extra channels (e.g. Frank leads) may carry any unit, or NaN.
     keep = [i for i, name in enumerate(recording.leads) if canonical_lead(name)]
     units = recording.units
     if not isinstance(units, str):
         units = tuple(units[i] for i in keep)
     signal = to_millivolts(recording.signal[:, keep], units, source) * scale
     signal = select_leads(signal, tuple(recording.leads[i] for i in keep), source)
+    check_finite(signal, source)
     signal = resample_to_400hz(signal, recording.fs)
     return np.ascontiguousarray(center_fit(signal), dtype=np.float32)

@@ -10,6 +10,8 @@ LEADS: tuple[str, ...] = (
     "DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )
 UNITS = "mV"
+# Suffixes of CODE-layout HDF5 files (many exams per file).
+HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
 # Batch range TensorRT builds for (engines, and the TensorRT EP's): smallest, typical, largest.
 BATCH_PROFILE: dict[str, int] = {"min": 1, "opt": 64, "max": 256}
 
@@ -23,15 +25,17 @@ REFERENCE_THRESHOLDS: dict[str, float] = {
     "1dAVb": 0.124, "RBBB": 0.07, "LBBB": 0.05, "SB": 0.278, "AF": 0.390, "ST": 0.174,
 }
 
-# Spelling variants of lead names, upper-cased, mapped onto LEADS.
+# Spelling variants of lead names, upper-cased without spaces, hyphens or underscores, mapped onto LEADS.
 LEAD_ALIASES: dict[str, str] = {
-    "I": "DI", "D1": "DI", "DI": "DI", "LEADI": "DI",
-    "II": "DII", "D2": "DII", "DII": "DII", "LEADII": "DII",
-    "III": "DIII", "D3": "DIII", "DIII": "DIII", "LEADIII": "DIII",
+    "I": "DI", "D1": "DI", "DI": "DI",
+    "II": "DII", "D2": "DII", "DII": "DII",
+    "III": "DIII", "D3": "DIII", "DIII": "DIII",
     "AVR": "AVR", "AVL": "AVL", "AVF": "AVF",
     **{f"V{i}": f"V{i}" for i in range(1, 7)},
-    **{f"LEADV{i}": f"V{i}" for i in range(1, 7)},
 }
+# Prefixes that files put before a lead's name: 'Lead I' (DICOM), 'ECG V1' / 'EKG II' (EDF),
+# 'MDC_ECG_LEAD_AVR' (HL7 aECG); written as normalised above, longest first.
+LEAD_PREFIXES: tuple[str, ...] = ("MDCECGLEAD", "LEAD", "ECG", "EKG")
 
 # SNOMED CT codes (WFDB `# Dx:` headers) that map onto the six classes.
 SNOMED_TO_CLASS: dict[str, str] = {

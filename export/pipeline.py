@@ -75,13 +75,13 @@ def load_ecgs(
 ) -> tuple[np.ndarray, list[str]]:
     """Model inputs from HDF5 files, WFDB records or folders, read as `infer` reads them."""
     from ecg_edge.infer import ReadOptions, iter_batches
-    from ecg_edge.recording import expand_inputs
+    from ecg_edge.readers import expand_inputs
 
     xs: list[np.ndarray] = []
     ids: list[str] = []
-    for batch_ids, _, x in iter_batches(expand_inputs(paths), 64, ReadOptions(scale=scale), lambda message: None):
-        xs.append(x)
-        ids += batch_ids
+    for batch in iter_batches(expand_inputs(paths), 64, ReadOptions(scale=scale), lambda message: None):
+        xs.append(batch.x)
+        ids += batch.ids
         if limit is not None and len(ids) >= limit:
             break
     if not xs:

@@ -44,3 +44,17 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "missing" in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("*.h5"))
+
+
+def test_every_subpackage_is_packaged():
+    """A wheel holds only the packages pyproject lists: a new subpackage left out breaks `pip install`."""
+    from pathlib import Path
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("ecg_edge", *p.parent.relative_to(root / "ecg_edge").parts)) for p in
+             (root / "ecg_edge").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

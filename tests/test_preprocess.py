@@ -68,18 +68,29 @@ def test_ignores_extra_leads_and_lower_case_names():
 
 
 @needs_shared
-def test_limb_leads_derived_from_i_and_ii():
+@pytest.mark.parametrize("stored", [("I", "II"), ("I", "III"), ("II", "III")], ids="+".join)
+def test_limb_leads_derived_from_any_two(stored):
+    """A device that stores any two of I, II, III (Einthoven: II = I + III) gives the full 12 leads."""
     from conftest import SHARED_WFDB
 
     rec = read_recording(SHARED_WFDB / "HR06004")
     full = to_model_input(rec)
-    keep = [i for i, n in enumerate(rec.leads) if n.upper() not in {"III", "AVR", "AVL", "AVF"}]
+    limb = {"I", "II", "III", "AVR", "AVL", "AVF"}
+    keep = [i for i, n in enumerate(rec.leads) if n.upper() not in limb or n.upper() in stored]
     partial = Recording(rec.signal[:, keep], rec.fs, tuple(rec.leads[i] for i in keep),
                         tuple(rec.units[i] for i in keep), source="partial")
     derived = to_model_input(partial)
-    assert np.array_equal(derived[:, [0, 1, 6, 7]], full[:, [0, 1, 6, 7]])
+    assert np.array_equal(derived[:, 6:], full[:, 6:])
     # Derived and recorded limb leads agree to within digitisation error.
-    assert np.abs(derived[:, 2:6] - full[:, 2:6]).max() < 0.02
+    assert np.abs(derived[:, :6] - full[:, :6]).max() < 0.02
+
+
+def test_nan_in_an_ignored_channel_is_not_an_error():
+    """Only the 12 leads the model reads are checked: a broken extra channel (a Frank lead) does not count."""
+    rec = _synthetic_recording()
+    extra = np.full((rec.signal.shape[0], 1), np.nan)
+    with_frank = Recording(np.hstack([rec.signal, extra]), rec.fs, (*rec.leads, "vx"), "mV", source="frank.npy")
+    assert np.array_equal(to_model_input(with_frank), to_model_input(rec))
 
 
 def _synthetic_recording(fs=500.0, seconds=10.0, units="mV", leads=("I", "II", "III", "aVR", "aVL", "aVF",
@@ -102,11 +113,11 @@ def test_units_convert_to_millivolts():
 
 
 def test_lead_aliases_and_order():
-    names = ("V6", "V5", "V4", "V3", "V2", "V1", "D1", "D2", "DIII", "avr", "AVL", "aVF")
+    names = ("V6", "V5", "V4", "V3", "V2", "V1", "Lead I", "ECG D2", "DIII", "avr", "MDC_ECG_LEAD_AVL", "EKG aVF")
     rec = _synthetic_recording(leads=names)
     x = to_model_input(rec)
     # Column k of the source holds (k+1)/10 * base: check the model order picked the right ones.
-    expected_scale = [names.index(n) + 1 for n in ("D1", "D2", "DIII", "avr", "AVL", "aVF",
+    expected_scale = [names.index(n) + 1 for n in ("Lead I", "ECG D2", "DIII", "avr", "MDC_ECG_LEAD_AVL", "EKG aVF",
                                                    "V1", "V2", "V3", "V4", "V5", "V6")]
     ratios = x[1000] / x[1000, 0]
     assert np.allclose(ratios, np.array(expected_scale) / expected_scale[0], rtol=1e-4)
@@ -142,8 +153,8 @@ def test_bad_recordings(change, message):
 
 
 def test_missing_leads_named():
-    rec = _synthetic_recording(leads=("I", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6", "X"))
-    with pytest.raises(InputError, match="missing leads DII"):
+    rec = _synthetic_recording(leads=("I", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6", "X", "Y"))
+    with pytest.raises(InputError, match="missing leads DII, DIII"):
         to_model_input(rec)
 
 

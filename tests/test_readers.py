@@ -8,7 +8,7 @@ import pytest
 from conftest import needs_shared, write_code_hdf5
 
 from ecg_edge import InputError, iter_recordings, read_recording
-from ecg_edge.recording import expand_inputs, iter_hdf5_chunks
+from ecg_edge.readers import expand_inputs, iter_hdf5_chunks
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -71,7 +71,7 @@ def test_bad_hdf5(tmp_path, make, message):
 def test_missing_paths(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         list(iter_recordings(tmp_path / "nope.h5"))
-    with pytest.raises(InputError, match="no WFDB header"):
+    with pytest.raises(InputError, match="no such file or WFDB record"):
         read_recording(tmp_path / "nope")
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(InputError, match="folder holds no"):

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from ecg_edge.errors import InputError
-from ecg_edge.recording import hdf5_exam_count
+from ecg_edge.readers import hdf5_exam_count
 from ecg_edge.spec import CLASSES, NORMAL_COLUMN
 
 

@@ -73,7 +73,8 @@ def evaluate(
     """Score a model (.keras/.hdf5 file, or an export folder through any backend) on labelled data."""
     from ecg_edge.backends import open_backend
     from ecg_edge.backends.keras import KerasBackend
-    from ecg_edge.recording import expand_inputs, is_hdf5, read_wfdb_labels
+    from ecg_edge.readers import expand_inputs, format_of
+    from ecg_edge.readers.wfdb import read_wfdb_labels
 
     model = Path(model)
     if model.is_dir():
@@ -88,7 +89,7 @@ def evaluate(
     header_labels: dict[str, dict[str, int]] = {}
     if labels_csv is None:
         for path in expand_inputs(data):
-            if not is_hdf5(path) and path.suffix.lower() != ".npy":
+            if format_of(path) == "wfdb":
                 name, labels = read_wfdb_labels(path)
                 header_labels[name] = labels
     with runner:

@@ -1,0 +1,65 @@
+"""Any readable recordings into one CODE-layout HDF5 file, streamed batch by batch.
+
+The file holds `tracings` (N, 4096, 12) float32 (the model's input: 400 Hz, mV, model lead
+order), `exam_id` and `source` (UTF-8 strings), so that a folder of hospital files becomes a
+training or batch-inference set that every command reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ecg_edge.atomic_files import atomic_target
+from ecg_edge.errors import InputError
+from ecg_edge.infer import ReadOptions, iter_batches
+from ecg_edge.readers import expand_inputs
+from ecg_edge.spec import HDF5_SUFFIXES, LEADS, N_SAMPLES
+
+BATCH_EXAMS = 64
+
+
+def check_hdf5_output(path: Path) -> None:
+    if path.suffix.lower() not in HDF5_SUFFIXES:
+        raise InputError(path, f"output must end in {' or '.join(HDF5_SUFFIXES)}")
+    if not path.parent.is_dir():
+        raise InputError(path.parent, "output folder does not exist")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a file name")
+
+
+def convert_to_hdf5(
+    inputs: Sequence[str | Path], out: str | Path, options: ReadOptions | None = None,
+    progress: Callable[[int], None] | None = None, on_skip: Callable[[str], None] | None = None,
+) -> int:
+    """Write every exam of `inputs` into `out`; returns the number written. `out` appears only when complete."""
+    import h5py
+
+    out = Path(out)
+    check_hdf5_output(out)
+    options = options or ReadOptions()
+    paths = expand_inputs(inputs)
+    n = 0
+    text = h5py.string_dtype()
+    with atomic_target(out) as tmp:
+        with h5py.File(tmp, "w") as f:
+            tracings = f.create_dataset("tracings", shape=(0, N_SAMPLES, len(LEADS)), dtype="float32",
+                                        maxshape=(None, N_SAMPLES, len(LEADS)), chunks=(1, N_SAMPLES, len(LEADS)))
+            exam_ids = f.create_dataset("exam_id", shape=(0,), maxshape=(None,), dtype=text)
+            sources = f.create_dataset("source", shape=(0,), maxshape=(None,), dtype=text)
+            tracings.attrs["units"] = "mV"
+            tracings.attrs["sampling_rate_hz"] = 400
+            tracings.attrs["leads"] = list(LEADS)
+            for batch in iter_batches(paths, BATCH_EXAMS, options, on_skip or (lambda message: None)):
+                k = len(batch.ids)
+                for dataset in (tracings, exam_ids, sources):
+                    dataset.resize(n + k, axis=0)
+                tracings[n:n + k] = batch.x
+                exam_ids[n:n + k] = batch.ids
+                sources[n:n + k] = batch.sources
+                n += k
+                if progress:
+                    progress(k)
+        if n == 0:
+            raise InputError(inputs[0] if inputs else None, "no exam could be read")
+    return n
