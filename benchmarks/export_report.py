@@ -22,6 +22,7 @@ from ecg_edge.backends.base import infer_all
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 from ecg_edge.export.pipeline import ExportOptions, export_model, load_ecgs
 from ecg_edge.home import home_model_path
+from ecg_edge.spec import called
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -56,7 +57,7 @@ def main() -> None:
                     outputs[name] = infer_all(backend, x)
             ref = outputs["model.onnx"]
             for name, probs in outputs.items():
-                agree = ((probs >= thresholds) == (ref >= thresholds)).mean()
+                agree = (called(probs, thresholds) == called(ref, thresholds)).mean()
                 real_rows.append((name, len(x), float(np.abs(probs - ref).max()), float(agree)))
 
     lines = [f"# Export {dt.date.today().isoformat()} on {platform.node()}", "",

@@ -273,46 +273,150 @@ def finetune(
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
 
 
+def scores_table(result: dict) -> Table:
+    from ecg_edge.training.evaluate import METRICS
+
+    table = Table(title=f"{result['n_exams']} exams, {result['backend']}")
+    table.add_column("class")
+    table.add_column("n+", justify="right")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for c, s in result["scores"].items():
+        table.add_row(c, str(s["positives"]), *("-" if s[m] != s[m] else f"{s[m]:.3f}" for m in METRICS))
+    return table
+
+
 @app.command()
 @user_errors
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A .keras/.hdf5 model or an export folder.")],
-    data: Annotated[list[Path], typer.Argument(help="HDF5 files or WFDB records/folders; a labels CSV last "
-                                                    "(WFDB '# Dx:' headers serve without one).")],
+    model: Annotated[Path, typer.Argument(help="A .keras/.hdf5 model or an export folder (with --scores: the "
+                                               "labels CSV).")],
+    data: Annotated[list[Path] | None, typer.Argument(help="Recordings in any format, or folders; a labels CSV "
+                                                           "last (WFDB '# Dx:' headers serve without one).")] = None,
     backend: Annotated[str, typer.Option(help="For an export folder: auto, ort-cpu, tensorrt, ...")] = "auto",
     precision: Annotated[str, typer.Option(help="For an export folder: fp32, fp16, int8, or several "
                                                 "comma-separated to compare them side by side.")] = "fp32",
+    scores: Annotated[Path | None, typer.Option(help="Score precomputed probabilities (.npy, (n, 6) or (n, 1), "
+                                                     "rows in the labels CSV's order) instead of a model.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write report.md, report.json and curves.png here.")] = None,
     bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for the 95% intervals.")] = 200,
 ) -> None:
     """Per-class precision, recall, specificity, F1, AUROC/AUPRC (95% bootstrap CIs), with plots."""
-    from ecg_edge.training.evaluate import METRICS, write_comparison, write_report
     from ecg_edge.training.evaluate import evaluate as run_evaluation
+    from ecg_edge.training.evaluate import score_probabilities, write_comparison, write_report
 
-    labels = data[-1] if data[-1].suffix.lower() == ".csv" else None
-    inputs = data[:-1] if labels else data
-    if not inputs:
-        raise InputError(None, "no data to evaluate on")
-    precisions = _split(precision)
-    if len(precisions) > 1 and not model.is_dir():
-        raise InputError(model, "comparing precisions needs an export folder")
-    results = [run_evaluation(model, inputs, labels, backend=backend, precision=p, n_boot=bootstrap)
-               for p in precisions]
+    data = data or []
+    if scores is not None:
+        if data or model.suffix.lower() != ".csv":
+            raise InputError(model, "with --scores, give only the labels CSV")
+        results = [score_probabilities(scores, model, n_boot=bootstrap)]
+    else:
+        labels = data[-1] if data and data[-1].suffix.lower() == ".csv" else None
+        inputs = data[:-1] if labels else data
+        if not inputs:
+            raise InputError(None, "no data to evaluate on")
+        precisions = _split(precision)
+        if len(precisions) > 1 and not model.is_dir():
+            raise InputError(model, "comparing precisions needs an export folder")
+        results = [run_evaluation(model, inputs, labels, backend=backend, precision=p, n_boot=bootstrap)
+                   for p in precisions]
     for result in results:
-        table = Table(title=f"{result['n_exams']} exams, {result['backend']}")
-        table.add_column("class")
-        table.add_column("n+", justify="right")
-        for m in METRICS:
-            table.add_column(m, justify="right")
-        for c, s in result["scores"].items():
-            table.add_row(c, str(s["positives"]), *("-" if s[m] != s[m] else f"{s[m]:.3f}" for m in METRICS))
-        console.print(table)
+        console.print(scores_table(result))
     if report is not None:
         if len(results) > 1:
             write_comparison(results, report)
         else:
             write_report(results[0], report)
         console.print(f"wrote {report}/report.md")
+
+
+@app.command()
+@user_errors
+def fetch(
+    what: Annotated[str, typer.Argument(help="weights (the released network) or code-test (the CODE test set).")],
+    seed: Annotated[int | None, typer.Option(min=1, max=10, help="weights: another released training seed (1-10) "
+                                                                 "instead of the published model.")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from", help="A file downloaded by hand (model.zip, or the "
+                                                                  "test set's file), checked the same way.")] = None,
+) -> None:
+    """Download from Zenodo, verify (checksum, then content) and install into the model home."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from ecg_edge.fetch import RECORDS, fetch_code_test
+    from ecg_edge.home import model_home
+
+    if what not in RECORDS:
+        raise InputError(None, f"unknown dataset {what!r}: expected {' or '.join(RECORDS)}")
+    if seed is not None and what != "weights":
+        raise InputError(None, "--seed applies to weights only")
+    record = RECORDS[what]
+    err_console.print(f"{record.what}: Zenodo record {record.record} (doi {record.doi})", highlight=False)
+    bar = Progress(*Progress.get_default_columns()[:2], DownloadColumn(), TransferSpeedColumn(),
+                   console=err_console, transient=True, disable=not err_console.is_terminal)
+    task = bar.add_task("downloading", total=None)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total if total >= 0 else None)
+
+    def log(line: str) -> None:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    with bar:
+        if what == "weights":
+            from ecg_edge.training.released import fetch_weights
+
+            path = fetch_weights(model_home(), seed=seed, from_file=from_file, progress=advance, log=log)
+            console.print(f"installed {path} (reference thresholds); next: `ecg-edge export`", highlight=False)
+        else:
+            path = fetch_code_test(model_home(), from_file=from_file, progress=advance, log=log)
+            console.print(f"installed {path}; next: `ecg-edge reproduce`", highlight=False)
+
+
+@app.command()
+@user_errors
+def reproduce(
+    model: Annotated[Path | None, typer.Option(help="Export folder or .keras model (default: the home's export, "
+                                                    "else the home's model).")] = None,
+    tracings: Annotated[Path | None, typer.Option(help="CODE test tracings (default: fetched ones).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="gold_standard.csv (default: fetched one).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, ort-cpu, ort-cuda, tensorrt, keras ...")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, int8, or several comma-separated.")] = "fp32",
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: HOME/reproduce).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for the 95% intervals.")] = 200,
+) -> None:
+    """The paper's Table 2 from the released network on the CODE test set, ours beside the published."""
+    from ecg_edge.fetch import CODE_TEST_DIR, GOLD_STANDARD, TRACINGS
+    from ecg_edge.home import home_export_dir, home_model_path, model_home
+    from ecg_edge.training.reproduce import TABLE_METRICS, write_reproduction
+    from ecg_edge.training.reproduce import reproduce as run_reproduction
+
+    home = model_home()
+    tracings = tracings or home / CODE_TEST_DIR / TRACINGS
+    labels = labels or home / CODE_TEST_DIR / GOLD_STANDARD
+    for path, how in ((tracings, "ecg-edge fetch code-test"), (labels, "--labels gold_standard.csv")):
+        if not path.is_file():
+            raise InputError(path, f"not found: {how}")
+    if model is None:
+        model = home_export_dir() if (home_export_dir() / "manifest.json").exists() else home_model_path()
+        if not model.exists():
+            raise InputError(model, "no model: `ecg-edge fetch weights` (then `ecg-edge export`)")
+    precisions = _split(precision)
+    if model.is_file() and precisions != ["fp32"]:
+        raise InputError(model, "a Keras model runs FP32 only: export it to compare precisions")
+    reports = run_reproduction(model, tracings, labels, backend=backend, precisions=precisions, n_boot=bootstrap)
+    for report in reports:
+        table = Table(title=f"Table 2, {report['precision']} ({report['backend']}): ours / paper")
+        table.add_column("class")
+        for m in TABLE_METRICS:
+            table.add_column(m, justify="right")
+        rows: dict[str, list[str]] = {}
+        for row in report["paper_comparison"]:
+            rows.setdefault(row["class"], []).append(f"{row['ours']:.3f} / {row['paper']:.3f}")
+        for c, cells in rows.items():
+            table.add_row(c, *cells)
+        console.print(table)
+    path = write_reproduction(reports, out or home / "reproduce")
+    console.print(f"wrote {path}", highlight=False)
 
 
 def _split(values: str) -> list[str]:

@@ -23,6 +23,7 @@ from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import check_finite, to_model_input
 from ecg_edge.readers import expand_inputs, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
+from ecg_edge.spec import called
 
 QUEUE_BATCHES = 3
 
@@ -51,9 +52,9 @@ class InferenceRun:
     compute_s: float = 0.0
 
     def findings(self) -> list[list[str]]:
-        """Per exam: the classes at or above their thresholds (binary: 'abnormal' or 'normal')."""
+        """Per exam: the classes above their thresholds (binary: 'abnormal' or 'normal')."""
         thr = np.array([self.thresholds[c] for c in self.classes])
-        positive = self.probabilities >= thr
+        positive = called(self.probabilities, thr)
         if self.classes == ["abnormal"]:
             return [["abnormal"] if p[0] else ["normal"] for p in positive]
         return [[c for c, hit in zip(self.classes, row, strict=True) if hit] for row in positive]

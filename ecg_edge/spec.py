@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 INPUT_NAME = "signal"
 SAMPLING_RATE_HZ = 400
 N_SAMPLES = 4096
@@ -24,6 +26,14 @@ NORMAL_COLUMN = "normal_ecg"
 REFERENCE_THRESHOLDS: dict[str, float] = {
     "1dAVb": 0.124, "RBBB": 0.07, "LBBB": 0.05, "SB": 0.278, "AF": 0.390, "ST": 0.174,
 }
+
+
+
+def called(probabilities: Any, thresholds: Any) -> Any:
+    """Where a finding is called: probability strictly above its class's threshold, as the reference
+    code does (its thresholds were chosen with that rule). Works on arrays, broadcasting by class."""
+    return probabilities > thresholds
+
 
 # Spelling variants of lead names, upper-cased without spaces, hyphens or underscores, mapped onto LEADS.
 LEAD_ALIASES: dict[str, str] = {

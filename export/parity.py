@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ecg_edge.spec import called
+
 
 @dataclass
 class Parity:
@@ -33,7 +35,7 @@ def compare(
 ) -> Parity:
     """Gate: max |diff| <= `max_abs` and findings agreement >= `min_agreement` (each when given)."""
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    agree = (reference >= thresholds) == (candidate >= thresholds)
+    agree = called(reference, thresholds) == called(candidate, thresholds)
     parity = Parity(
         reference=reference_name,
         n_exams=int(reference.shape[0]),

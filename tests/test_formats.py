@@ -265,8 +265,10 @@ def test_broken_edf(tmp_path):
     _edf_from(source, tmp_path / "ok.edf", seconds=10.0)
     cut = tmp_path / "cut.edf"
     cut.write_bytes((tmp_path / "ok.edf").read_bytes()[:5000])
-    with pytest.raises(InputError, match="EDF file is truncated"):
+    # edfio >= 0.4.x repairs a cut file with a warning (refused here); older ones fail to reshape it.
+    with pytest.raises(InputError, match="EDF file is truncated|not a readable EDF file") as info:
         read_recording(cut)
+    assert str(cut) in str(info.value)
     _edf_from(source, tmp_path / "units.edf", seconds=10.0, unit="furlong")
     with pytest.raises(InputError, match="unknown signal units 'furlong'"):
         to_model_input(read_recording(tmp_path / "units.edf"))

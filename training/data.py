@@ -15,31 +15,43 @@ from ecg_edge.readers import hdf5_exam_count
 from ecg_edge.spec import CLASSES, NORMAL_COLUMN
 
 
-def read_labels_csv(path: str | Path, task: str = "six") -> dict[str, np.ndarray]:
-    """exam_id -> label vector: the six class columns, or 1 - `normal_ecg` for the binary task."""
+def read_label_matrix(path: str | Path, task: str = "six") -> tuple[list[str] | None, np.ndarray]:
+    """(exam ids, labels (n, classes)) of a labels CSV: the six class columns, or 1 - `normal_ecg` for
+    the binary task. Without an `exam_id` column (as CODE's gold_standard.csv) the ids are None and
+    rows stand for exams in order."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise InputError(path, "no such file")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
-        needed = ["exam_id", *(CLASSES if task == "six" else (NORMAL_COLUMN,))]
+        needed = list(CLASSES if task == "six" else (NORMAL_COLUMN,))
         missing = [c for c in needed if c not in fields]
         if missing:
             raise InputError(path, f"labels CSV lacks columns {', '.join(missing)}")
-        labels: dict[str, np.ndarray] = {}
+        ids: list[str] | None = [] if "exam_id" in fields else None
+        rows = []
         for line, row in enumerate(reader, start=2):
             try:
                 if task == "six":
-                    vector = np.array([float(row[c]) for c in CLASSES], dtype=np.float32)
+                    rows.append([float(row[c]) for c in CLASSES])
                 else:
-                    vector = np.array([1.0 - float(row[NORMAL_COLUMN])], dtype=np.float32)
-            except ValueError:
+                    rows.append([1.0 - float(row[NORMAL_COLUMN])])
+            except (TypeError, ValueError):
                 raise InputError(path, f"line {line}: labels must be 0 or 1") from None
-            labels[str(row["exam_id"]).strip()] = vector
-    if not labels:
+            if ids is not None:
+                ids.append(str(row["exam_id"]).strip())
+    if not rows:
         raise InputError(path, "labels CSV holds no rows")
-    return labels
+    return ids, np.asarray(rows, dtype=np.float32)
+
+
+def read_labels_csv(path: str | Path, task: str = "six") -> dict[str, np.ndarray]:
+    """exam_id -> label vector (see read_label_matrix); the CSV must have an `exam_id` column."""
+    ids, matrix = read_label_matrix(path, task)
+    if ids is None:
+        raise InputError(path, "labels CSV lacks columns exam_id")
+    return dict(zip(ids, matrix, strict=True))
 
 
 def _exam_ids(path: Path, n: int) -> list[str]:

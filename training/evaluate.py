@@ -11,7 +11,7 @@ import numpy as np
 
 from ecg_edge.errors import InputError
 from ecg_edge.infer import InferenceRun, run_inference
-from ecg_edge.spec import CLASSES
+from ecg_edge.spec import CLASSES, called
 from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, pr_curve, roc_curve, threshold_metrics
 
 # Ribeiro et al. 2020, Table 2: the DNN on the 827-exam CODE test set (the reference repository's
@@ -34,14 +34,15 @@ def score_classes(
     out: dict[str, dict[str, Any]] = {}
     for k, c in enumerate(classes):
         yk, pk, t = y[:, k], p[:, k], thresholds[c]
-        values: dict[str, Any] = {**threshold_metrics(yk, pk >= t), "auroc": auroc(yk, pk), "auprc": auprc(yk, pk)}
+        values: dict[str, Any] = {**threshold_metrics(yk, called(pk, t)), "auroc": auroc(yk, pk),
+                                  "auprc": auprc(yk, pk)}
         ci = {}
         for name in METRICS:
             if name in ("auroc", "auprc"):
                 fn = auroc if name == "auroc" else auprc
             else:
                 def fn(a: np.ndarray, b: np.ndarray, name: str = name, t: float = t) -> float:
-                    return threshold_metrics(a, b >= t)[name]
+                    return threshold_metrics(a, called(b, t))[name]
             ci[name] = bootstrap_ci(fn, yk, pk, n=n_boot, seed=k)
         out[c] = {"threshold": t, "positives": int(yk.sum()), **values, "ci95": ci}
     return out
@@ -51,9 +52,14 @@ def labels_for(run: InferenceRun, labels_csv: str | Path | None, task: str,
                header_labels: dict[str, dict[str, int]]) -> np.ndarray:
     """Label matrix in the run's exam order, from a CSV or from WFDB `# Dx:` headers."""
     if labels_csv is not None:
-        from ecg_edge.training.data import read_labels_csv
+        from ecg_edge.training.data import read_label_matrix
 
-        table = read_labels_csv(labels_csv, task)
+        ids, matrix = read_label_matrix(labels_csv, task)
+        if ids is None:  # rows in exam order
+            if len(matrix) != len(run.ids):
+                raise InputError(labels_csv, f"{len(matrix)} label rows without exam_id for {len(run.ids)} exams")
+            return matrix
+        table = dict(zip(ids, matrix, strict=True))
         missing = [i for i in run.ids if i not in table]
         if missing:
             raise InputError(labels_csv, f"no labels for {len(missing)} exams (first: {missing[0]})")
@@ -100,6 +106,34 @@ def evaluate(
         "classes": classes, "thresholds": manifest["thresholds"],
         "scores": score_classes(y, run.probabilities, classes, manifest["thresholds"], n_boot),
         "_y": y, "_p": run.probabilities,
+    }
+
+
+def score_probabilities(
+    scores: str | Path, labels_csv: str | Path, thresholds: dict[str, float] | None = None, n_boot: int = 200,
+) -> dict[str, Any]:
+    """Score precomputed probabilities (an (n, 6) or (n, 1) .npy, rows in the labels' order)."""
+    from ecg_edge.training.data import read_label_matrix
+    from ecg_edge.training.model_info import default_info
+
+    scores = Path(scores)
+    try:
+        p = np.load(scores, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(scores, f"not a readable .npy array ({exc})") from None
+    if p.ndim != 2 or p.shape[1] not in (1, len(CLASSES)) or p.dtype.kind != "f":
+        raise InputError(scores, f"expected probabilities of shape (n, {len(CLASSES)}) or (n, 1), "
+                                 f"got {p.shape} {p.dtype}")
+    task = "six" if p.shape[1] == len(CLASSES) else "binary"
+    info = default_info(task, "ribeiro")
+    _, y = read_label_matrix(labels_csv, task)
+    if len(y) != len(p):
+        raise InputError(labels_csv, f"{len(y)} label rows for {len(p)} rows of {scores.name}")
+    thresholds = {**info["thresholds"], **(thresholds or {})}
+    return {
+        "model": str(scores), "backend": "precomputed scores", "precision": "-", "n_exams": len(p),
+        "classes": info["classes"], "thresholds": thresholds,
+        "scores": score_classes(y, p, info["classes"], thresholds, n_boot), "_y": y, "_p": p,
     }
 
 
