@@ -234,6 +234,18 @@ def remote_file(record: ZenodoRecord, wanted: Callable[[str], bool], offline_ok:
     raise InputError(f"{api_base()}/records/{record.record}", f"no file for {record.what} (files: {keys})")
 
 
+def obtain(record: ZenodoRecord, wanted: Callable[[str], bool], from_file: Path | None,
+           progress: Callable[[int, int], None] | None, log: Callable[[str], None]) -> tuple[Path, RemoteFile | None]:
+    """The record's file, downloaded and verified, or the user's own copy (verified where Zenodo answers)."""
+    remote = remote_file(record, wanted, offline_ok=from_file is not None)
+    if from_file is None:
+        assert remote is not None  # remote_file raises when it cannot list the record
+        return download(remote, progress), remote
+    if remote is None:
+        log(f"Zenodo not reachable: the checksum of {from_file} is not verified; its content is")
+    return local_file(from_file, remote), remote
+
+
 CODE_TEST_DIR = "code-test"
 TRACINGS = "ecg_tracings.hdf5"
 GOLD_STANDARD = "gold_standard.csv"
@@ -250,10 +262,7 @@ def fetch_code_test(home: Path, from_file: Path | None = None,
     from ecg_edge.readers.hdf5 import hdf5_exam_count
 
     record = RECORDS["code-test"]
-    remote = remote_file(record, _is_tracings_source, offline_ok=from_file is not None)
-    if from_file is not None and remote is None:
-        log(f"Zenodo not reachable: the checksum of {from_file} is not verified; its content is")
-    source = local_file(from_file, remote) if from_file is not None else download(remote, progress)  # type: ignore[arg-type]
+    source, remote = obtain(record, _is_tracings_source, from_file, progress, log)
     home_existed = home.exists()
     stage = staging(home)
     try:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ecg_edge.atomic_files import atomic_write
 from ecg_edge.errors import InputError
 from ecg_edge.infer import InferenceRun, run_inference
 from ecg_edge.spec import CLASSES, called
@@ -168,15 +169,17 @@ def comparison_markdown(reports: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(reports: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
-    """report.md with the side-by-side table then each report; report-<precision>.json and curves."""
+def write_comparison(reports: Sequence[dict[str, Any]], out_dir: str | Path, head: str | None = None,
+                     section: str = "## {precision}:") -> Path:
+    """report.md with `head` (default: the side-by-side table) then each report; report-<precision>.json
+    and curves."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [comparison_markdown(reports)]
+    parts = [comparison_markdown(reports) if head is None else head]
     for r in reports:
         write_report(r, out_dir, suffix=f"-{r['precision']}")
-        parts.append(report_markdown(r).replace("# Evaluation of", f"## {r['precision']}:", 1))
-    (out_dir / "report.md").write_text("\n".join(parts))
+        parts.append(report_markdown(r).replace("# Evaluation of", section.format(precision=r["precision"]), 1))
+    atomic_write(out_dir / "report.md", lambda f: f.write("\n".join(parts)))
     return out_dir
 
 
@@ -186,8 +189,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path, suffix: str = "") 
     out_dir.mkdir(parents=True, exist_ok=True)
     y, p = report["_y"], report["_p"]
     public = {k: v for k, v in report.items() if not k.startswith("_")}
-    (out_dir / f"report{suffix}.json").write_text(json.dumps(public, indent=1))
-    (out_dir / f"report{suffix}.md").write_text(report_markdown(report))
+    atomic_write(out_dir / f"report{suffix}.json", lambda f: json.dump(public, f, indent=1))
+    atomic_write(out_dir / f"report{suffix}.md", lambda f: f.write(report_markdown(report)))
     try:
         import matplotlib
 

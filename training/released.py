@@ -8,17 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ecg_edge.fetch import (
-    RECORDS,
-    discard,
-    download,
-    local_file,
-    md5_file,
-    publish,
-    remote_file,
-    staging,
-    zip_member,
-)
+from ecg_edge.fetch import RECORDS, discard, md5_file, obtain, publish, staging, zip_member
 from ecg_edge.training.model_info import default_info, info_path
 
 MODEL_FILE = "model.keras"
@@ -44,10 +34,7 @@ def fetch_weights(home: Path, seed: int | None = None, from_file: Path | None = 
     from ecg_edge.training.models import load_ribeiro_weights
 
     record = RECORDS["weights"]
-    remote = remote_file(record, lambda key: key.lower().endswith(".zip"), offline_ok=from_file is not None)
-    if from_file is not None and remote is None:
-        log(f"Zenodo not reachable: the checksum of {from_file} is not verified; its content is")
-    archive = local_file(from_file, remote) if from_file is not None else download(remote, progress)  # type: ignore[arg-type]
+    archive, remote = obtain(record, lambda key: key.lower().endswith(".zip"), from_file, progress, log)
     home_existed = home.exists()
     stage = staging(home)
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ecg_edge.training.evaluate import PAPER_DNN_SCORES, evaluate, report_markdown, write_report
+from ecg_edge.training.evaluate import PAPER_DNN_SCORES, evaluate, write_comparison
 from ecg_edge.training.metrics import auprc
 
 TABLE_METRICS = ("precision", "recall", "specificity", "f1")
@@ -70,16 +70,11 @@ def reproduce(
 
 
 def write_reproduction(reports: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
-    """report.md (the comparison, then each precision's full report), JSON and curves per precision."""
+    """report.md (the comparison, then each precision's full report), table2.json, JSON and curves."""
     from ecg_edge.atomic_files import atomic_write
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [reproduction_markdown(reports)]
-    for r in reports:
-        write_report(r, out_dir, suffix=f"-{r['precision']}")
-        parts.append(report_markdown(r).replace("# Evaluation of", f"## Full report, {r['precision']}:", 1))
-    atomic_write(out_dir / "report.md", lambda f: f.write("\n".join(parts)))
+    folder = write_comparison(reports, out_dir, head=reproduction_markdown(reports),
+                                section="## Full report, {precision}:")
     table = [{"precision": r["precision"], "backend": r["backend"], "rows": r["paper_comparison"]} for r in reports]
-    atomic_write(out_dir / "table2.json", lambda f: json.dump(table, f, indent=1))
-    return out_dir / "report.md"
+    atomic_write(folder / "table2.json", lambda f: json.dump(table, f, indent=1))
+    return folder / "report.md"
