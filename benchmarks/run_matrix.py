@@ -18,9 +18,10 @@ import tempfile
 from pathlib import Path
 
 from ecg_edge.backends import AUTO_ORDER, backend_present, open_backend
-from ecg_edge.bench import bench_backend, random_weight_export, run_matrix
-from ecg_edge.export.manifest import load_manifest
+from ecg_edge.bench import bench_backend, run_matrix
+from ecg_edge.export.pipeline import random_weight_export
 from ecg_edge.infer import run_inference
+from ecg_edge.manifest import load_manifest
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -184,28 +184,6 @@ def bench_backend(
     )
 
 
-def random_weight_export(out_dir: Path) -> Path:
-    """The Ribeiro architecture with random weights, exported FP32/FP16/INT8 (speed does not
-    depend on the weights). Needs the `train` extra."""
-    try:
-        import keras
-    except ImportError:
-        raise InputError(None, "no export to benchmark and no TensorFlow to make one: pass --model DIR "
-                               "or pip install 'ecg-edge[train]'") from None
-    from ecg_edge.export.pipeline import ExportOptions, export_model
-    from ecg_edge.training.models import build_ribeiro
-
-    keras.utils.set_random_seed(0)
-    model_path = out_dir / "random.keras"
-    build_ribeiro().save(model_path)
-    # Random weights measure speed only: findings agreement would gate nothing a user relies on (and a
-    # random network's INT8 findings may differ from FP32's), so that gate is off; the manifest says so.
-    export_model(model_path, out_dir / "export", ExportOptions(n_calibration=32, n_synthetic_validation=16,
-                                                             int8_methods=("minmax",),
-                                                             int8_residual_choices=(False,), min_agreement=0.0))
-    return out_dir / "export"
-
-
 def write_plot(results: list[BenchResult], path: Path) -> None:
     import matplotlib
 
@@ -237,7 +215,7 @@ def run_matrix(
     With `cuda_graph`, ort-cuda runs with a CUDA graph, one session per batch size (a graph
     replays the one shape it captured)."""
     from ecg_edge.backends import AUTO_ORDER, backend_present, open_backend
-    from ecg_edge.export.manifest import find_file, load_manifest, verified_path
+    from ecg_edge.manifest import find_file, load_manifest, verified_path
 
     manifest = load_manifest(export_dir)
     if cuda_graph:

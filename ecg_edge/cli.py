@@ -111,10 +111,10 @@ def demo(
 
     from ecg_edge.backends import open_backend
     from ecg_edge.bench import run_matrix
-    from ecg_edge.export.manifest import find_file, load_manifest
     from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model
     from ecg_edge.home import home_export_dir, home_model_path, model_home
     from ecg_edge.infer import run_inference, write_results
+    from ecg_edge.manifest import find_file, load_manifest
     from ecg_edge.progress import progress_bar
     from ecg_edge.training.evaluate import evaluate as run_evaluation
     from ecg_edge.training.evaluate import write_report
@@ -629,7 +629,7 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="ecg-edge-bench-") as tmp:
         export_dir = model or home_export_dir()
         if model is None and not (export_dir / "manifest.json").exists():
-            from ecg_edge.bench import random_weight_export
+            from ecg_edge.export.pipeline import random_weight_export
 
             console.print("no export in the model home: benchmarking random weights (speed does not depend on them)")
             export_dir = random_weight_export(Path(tmp))
@@ -638,7 +638,7 @@ def bench(
                             cuda_graph=cuda_graph)
     console.print(bench_table(report))
     if json_out is not None:
-        from ecg_edge.export.manifest import write_json_atomic
+        from ecg_edge.manifest import write_json_atomic
 
         write_json_atomic(json_out, {k: v for k, v in report.items() if k != "_results"})
         console.print(f"wrote {json_out}")

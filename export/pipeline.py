@@ -22,9 +22,9 @@ import numpy as np
 from ecg_edge.backends.base import infer_all
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 from ecg_edge.errors import InputError
-from ecg_edge.export.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 from ecg_edge.export.parity import Parity, compare
 from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8, to_fp16
+from ecg_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
 
 ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -300,3 +300,24 @@ def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:
     for name in manifest["files"]:
         (staging / name).replace(out_dir / name)
     write_json_atomic(old_manifest, manifest)
+
+
+def random_weight_export(out_dir: Path) -> Path:
+    """The Ribeiro architecture with random weights, exported FP32/FP16/INT8 (speed does not
+    depend on the weights). Needs the `train` extra."""
+    try:
+        import keras
+    except ImportError:
+        raise InputError(None, "no export to benchmark and no TensorFlow to make one: pass --model DIR "
+                               "or pip install 'ecg-edge[train]'") from None
+    from ecg_edge.training.models import build_ribeiro
+
+    keras.utils.set_random_seed(0)
+    model_path = out_dir / "random.keras"
+    build_ribeiro().save(model_path)
+    # Random weights measure speed only: findings agreement would gate nothing a user relies on (and a
+    # random network's INT8 findings may differ from FP32's), so that gate is off; the manifest says so.
+    export_model(model_path, out_dir / "export", ExportOptions(n_calibration=32, n_synthetic_validation=16,
+                                                             int8_methods=("minmax",),
+                                                             int8_residual_choices=(False,), min_agreement=0.0))
+    return out_dir / "export"

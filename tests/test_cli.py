@@ -58,3 +58,24 @@ def test_every_subpackage_is_packaged():
     found = {".".join(("ecg_edge", *p.parent.relative_to(root / "ecg_edge").parts)) for p in
              (root / "ecg_edge").rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+def test_runtime_imports_point_one_way():
+    """Runtime modules (ecg_edge/, the CLI aside) never import export/ or training/, lazily or not.
+
+    The Keras reference backend still loads its model through export/ (it needs TensorFlow anyway);
+    it is the one known exception, named here so that fixing it, or adding another, shows up."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = set()
+    for path in (root / "ecg_edge").rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(n.startswith(("ecg_edge.export", "ecg_edge.training")) for n in names):
+                offenders.add(str(path.relative_to(root)))
+    assert offenders == {"ecg_edge/backends/keras.py"}

@@ -15,9 +15,9 @@ from conftest import FAST  # noqa: E402
 from ecg_edge.backends.base import infer_all  # noqa: E402
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from ecg_edge.errors import InputError  # noqa: E402
-from ecg_edge.export.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, load_ecgs  # noqa: E402
 from ecg_edge.gpu import tensorrt_status  # noqa: E402
+from ecg_edge.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.spec import called  # noqa: E402
 from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer  # noqa: E402
 

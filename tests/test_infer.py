@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from ecg_edge.backends import open_backend
 from ecg_edge.cli import app
-from ecg_edge.export.manifest import FORMAT_VERSION, sha256_file, write_json_atomic
 from ecg_edge.infer import run_inference
+from ecg_edge.manifest import FORMAT_VERSION, sha256_file, write_json_atomic
 from ecg_edge.spec import CLASSES, LEADS, REFERENCE_THRESHOLDS, called
 
 runner = CliRunner()
@@ -284,7 +284,7 @@ def test_tensorrt_ep_options_follow_the_graph_precision():
 def test_ort_tensorrt_int8_needs_the_symmetric_file(six_export):
     """The CPU INT8 file has uint8 zero points that TensorRT refuses: never hand it to the TensorRT EP."""
     from ecg_edge.backends import backend_present
-    from ecg_edge.export.manifest import load_manifest
+    from ecg_edge.manifest import load_manifest
 
     _, result = six_export
     manifest = load_manifest(result.out_dir)

@@ -32,7 +32,7 @@ def read_model_info(model_path: str | Path, task: str, kind: str) -> dict[str, A
 
 
 def write_model_info(model_path: str | Path, info: dict[str, Any]) -> Path:
-    from ecg_edge.export.manifest import write_json_atomic
+    from ecg_edge.manifest import write_json_atomic
 
     path = info_path(model_path)
     write_json_atomic(path, info)

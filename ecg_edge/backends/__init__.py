@@ -16,7 +16,7 @@ BACKENDS = (*AUTO_ORDER, "keras")
 
 def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
     """Whether backend `name` can run `precision` here, and why not."""
-    from ecg_edge.export.manifest import find_file
+    from ecg_edge.manifest import find_file
 
     if name == "tensorrt":
         from ecg_edge.gpu import tensorrt_status
@@ -56,7 +56,7 @@ def open_backend(
     `auto` takes the first present of AUTO_ORDER; a backend named explicitly that is not present
     is an error that says why. `cuda_graph` applies to ort-cuda only (see OnnxRuntimeBackend).
     """
-    from ecg_edge.export.manifest import find_file, load_manifest, sha256_file, verified_path
+    from ecg_edge.manifest import find_file, load_manifest, sha256_file, verified_path
 
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
@@ -89,17 +89,17 @@ def open_backend(
     if backend == "tensorrt":
         from ecg_edge.backends.tensorrt import TensorRTBackend
 
-        name = find_file(manifest, "tensorrt", precision)
-        assert name is not None
-        plan = verified_path(export_dir, manifest, name)
-        return TensorRTBackend(plan, manifest["files"][name], precision=precision), manifest
+        engine = find_file(manifest, "tensorrt", precision)
+        assert engine is not None
+        plan = verified_path(export_dir, manifest, engine)
+        return TensorRTBackend(plan, manifest["files"][engine], precision=precision), manifest
 
     from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 
     device = backend.removeprefix("ort-")
-    name = find_file(manifest, "onnx", precision, "symmetric" if device == "tensorrt" else "default")
-    assert name is not None
-    path = verified_path(export_dir, manifest, name)
+    onnx_file = find_file(manifest, "onnx", precision, "symmetric" if device == "tensorrt" else "default")
+    assert onnx_file is not None
+    path = verified_path(export_dir, manifest, onnx_file)
     return OnnxRuntimeBackend(path, device=device, threads=threads, precision=precision,
                               trt_cache_dir=export_dir / "ort-trt-cache" if device == "tensorrt" else None,
                               cuda_graph=cuda_graph), manifest
