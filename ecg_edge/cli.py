@@ -530,8 +530,9 @@ def convert(
         skipped.append(message)
         err_console.print(f"skipped: {message}", markup=False, highlight=False, soft_wrap=True)
 
-    with progress_bar("converting", total=None if keep_going else count_exams(expand_inputs(sources))) as advance:
-        n = convert_to_hdf5(sources, out, options, progress=advance, on_skip=report_skip)
+    paths = expand_inputs(sources)  # once: folders are walked and sniffed here only
+    with progress_bar("converting", total=None if keep_going else count_exams(paths)) as advance:
+        n = convert_to_hdf5(paths, out, options, progress=advance, on_skip=report_skip)
     console.print(f"wrote {n} exams to {out} ({len(skipped)} skipped)", highlight=False)
 
 

@@ -14,7 +14,7 @@ from ecg_edge.atomic_files import atomic_target
 from ecg_edge.errors import InputError
 from ecg_edge.infer import ReadOptions, iter_batches
 from ecg_edge.readers import expand_inputs
-from ecg_edge.spec import HDF5_SUFFIXES, LEADS, N_SAMPLES
+from ecg_edge.spec import HDF5_SUFFIXES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
 
 BATCH_EXAMS = 64
 
@@ -47,8 +47,8 @@ def convert_to_hdf5(
                                         maxshape=(None, N_SAMPLES, len(LEADS)), chunks=(1, N_SAMPLES, len(LEADS)))
             exam_ids = f.create_dataset("exam_id", shape=(0,), maxshape=(None,), dtype=text)
             sources = f.create_dataset("source", shape=(0,), maxshape=(None,), dtype=text)
-            tracings.attrs["units"] = "mV"
-            tracings.attrs["sampling_rate_hz"] = 400
+            tracings.attrs["units"] = UNITS
+            tracings.attrs["sampling_rate_hz"] = SAMPLING_RATE_HZ
             tracings.attrs["leads"] = list(LEADS)
             for batch in iter_batches(paths, BATCH_EXAMS, options, on_skip or (lambda message: None)):
                 k = len(batch.ids)

@@ -22,7 +22,7 @@ from ecg_edge.atomic_files import atomic_write
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import check_finite, to_model_input
-from ecg_edge.readers import expand_inputs, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
+from ecg_edge.readers import expand_inputs, format_of, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
 from ecg_edge.spec import called
 
 QUEUE_BATCHES = 3
@@ -102,7 +102,8 @@ def iter_batches(
 
     for path in paths:
         try:
-            if is_hdf5(path):
+            fmt = format_of(path)
+            if fmt == "hdf5":
                 for chunk_ids, block in iter_hdf5_chunks(path):
                     for exam_id, x in zip(chunk_ids, block, strict=True):
                         try:
@@ -116,7 +117,7 @@ def iter_batches(
                         if full is not None:
                             yield full
             else:
-                rec = read_recording(path, fs=options.fs, leads=options.leads)
+                rec = read_recording(path, fs=options.fs, leads=options.leads, fmt=fmt)
                 full = add(rec.id, str(path), to_model_input(rec, scale=options.scale), rec.statements)
                 if full is not None:
                     yield full

@@ -81,7 +81,6 @@ def detect_format(path: str | Path) -> str | None:
     return None
 
 
-
 def _hdf5_after_user_block(path: Path) -> bool:
     size = path.stat().st_size
     offset = 512
@@ -109,15 +108,11 @@ def _describe_head(path: Path) -> str:
 
 
 def format_of(path: Path) -> str:
-    """The format to read `path` as: by content, else by suffix; an unknown file is an InputError."""
-    found = detect_format(path)
+    """The format to read `path` as: by content, else by suffix (that format's reader then says what is
+    wrong with the file); an unknown file is an InputError."""
+    found = detect_format(path) or _BY_SUFFIX.get(path.suffix.lower())
     if found is not None:
         return found
-    by_suffix = _BY_SUFFIX.get(path.suffix.lower())
-    if by_suffix is not None and by_suffix != "hdf5":
-        return by_suffix
-    if by_suffix == "hdf5":
-        return "hdf5"  # its reader says why it is not HDF5
     supported = ", ".join(FORMATS)
     raise InputError(path, f"unknown ECG file format: {_describe_head(path)} (readable: {supported})")
 
@@ -134,10 +129,12 @@ def read_recording(
     fs: float | None = None,
     leads: Sequence[str] | None = None,
     units: str = UNITS,
+    fmt: str | None = None,
 ) -> Recording:
-    """Read one single-exam recording in any format; `fs`, `leads` and `units` are for `.npy` only."""
+    """Read one single-exam recording in any format; `fs`, `leads` and `units` are for `.npy` only.
+    `fmt` is the format when the caller has found it already (`format_of`)."""
     path = Path(path)
-    fmt = format_of(path)
+    fmt = fmt or format_of(path)
     if fmt == "hdf5":
         raise InputError(path, "an HDF5 file may hold many exams: use iter_recordings()")
     try:
