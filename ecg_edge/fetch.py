@@ -94,10 +94,18 @@ def list_files(record: ZenodoRecord) -> list[RemoteFile]:
         checksum = str(entry.get("checksum", ""))
         if not (entry.get("key") and link and checksum.startswith("md5:")):
             continue
-        files.append(RemoteFile(str(entry["key"]), int(entry.get("size", -1)), checksum[4:].lower(), str(link)))
+        key = str(entry["key"])
+        if Path(key).name != key or key in {".", ".."}:
+            raise InputError(url, f"the record names a file {key!r} that is not a plain file name")
+        files.append(RemoteFile(key, int(entry.get("size", -1)), checksum[4:].lower(), str(link)))
     if not files:
         raise InputError(url, "the record lists no files with an MD5 checksum and a link")
     return files
+
+
+def source_md5(path: Path, remote: RemoteFile | None) -> str:
+    """The MD5 of a file `obtain` returned: the record's (already verified against it), else computed."""
+    return remote.md5 if remote is not None else md5_file(path)
 
 
 def md5_file(path: Path) -> str:
@@ -118,6 +126,26 @@ def verify(path: Path, remote: RemoteFile) -> None:
         raise InputError(path, f"MD5 {actual} does not match the record's {remote.md5} for {remote.key}")
 
 
+def _receive(part: Path, remote: RemoteFile, have: int, progress: Callable[[int, int], None] | None) -> int:
+    """Append the rest of `remote` to `part` (from byte `have`); the bytes it then holds."""
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with _get(remote.url, headers) as response:
+        if have and response.status != 206:  # the server ignored the range: start again
+            have = 0
+        received = have
+        with open(part, "ab" if have else "wb") as f:
+            try:
+                for block in iter(lambda: response.read(CHUNK_BYTES), b""):
+                    f.write(block)
+                    received += len(block)
+                    if progress:
+                        progress(received, remote.size)
+            except (OSError, ValueError) as exc:  # connection cut: IncompleteRead, reset, timeout
+                raise InputError(remote.url, f"download interrupted at {received} of {remote.size} bytes ({exc}); "
+                                             "run the same command again to resume") from None
+    return received
+
+
 def download(remote: RemoteFile, progress: Callable[[int, int], None] | None = None) -> Path:
     """The verified file in the cache; resumes a `.part` left by an interrupted download."""
     folder = cache_dir()
@@ -131,22 +159,8 @@ def download(remote: RemoteFile, progress: Callable[[int, int], None] | None = N
             done.unlink()
     part = folder / f"{remote.key}.part"
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with _get(remote.url, headers) as response:
-        if have and response.status != 206:  # the server ignored the range: start again
-            have = 0
-        mode = "ab" if have else "wb"
-        received = have
-        with open(part, mode) as f:
-            try:
-                for block in iter(lambda: response.read(CHUNK_BYTES), b""):
-                    f.write(block)
-                    received += len(block)
-                    if progress:
-                        progress(received, remote.size)
-            except (OSError, ValueError) as exc:  # connection cut: IncompleteRead, reset, timeout
-                raise InputError(remote.url, f"download interrupted at {received} of {remote.size} bytes ({exc}); "
-                                             "run the same command again to resume") from None
+    # A part already as long as the file (cut off before its check) is checked, not asked for again.
+    received = have if have and have >= remote.size >= 0 else _receive(part, remote, have, progress)
     if remote.size >= 0 and received < remote.size:
         raise InputError(remote.url, f"download ended at {received} of {remote.size} bytes; "
                                      "run the same command again to resume")
@@ -282,7 +296,7 @@ def fetch_code_test(home: Path, from_file: Path | None = None,
             raise InputError(source, f"{TRACINGS}: {exc.problem}") from None
         (folder / "source.json").write_text(json.dumps(
             {"record": record.record, "doi": record.doi, "concept_doi": record.concept_doi, "file": str(source),
-             "md5": md5_file(source), "checksum_verified": remote is not None, "exams": n}, indent=1))
+             "md5": source_md5(source, remote), "checksum_verified": remote is not None, "exams": n}, indent=1))
         publish(stage, home, [CODE_TEST_DIR], keep_previous=[])
     except BaseException:
         discard(stage, home, home_existed)

@@ -185,6 +185,27 @@ def test_interrupted_download_resumes_with_a_range_request(zenodo, home, tmp_pat
     assert (home / "code-test" / "ecg_tracings.hdf5").read_bytes() == data
 
 
+def test_complete_part_is_checked_not_requested_again(zenodo, home, tmp_path):
+    """A download cut off after its last byte but before its check: the next run checks it, asks nothing."""
+    tracings = write_code_hdf5(tmp_path / "t.h5", np.zeros((2, 4096, 12)))
+    zenodo.files["ecg_tracings.hdf5"] = tracings.read_bytes()
+    zenodo.records["3765780"] = ["ecg_tracings.hdf5"]
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "ecg_tracings.hdf5.part").write_bytes(tracings.read_bytes())
+    result = runner.invoke(app, ["fetch", "code-test"])
+    assert result.exit_code == 0, result.output
+    assert not any(path.startswith("/files/") for path, _ in zenodo.requests)
+    assert (home / "code-test" / "ecg_tracings.hdf5").read_bytes() == tracings.read_bytes()
+
+
+def test_file_names_from_the_server_stay_in_the_cache(zenodo, home, tmp_path):
+    zenodo.files["../escape.hdf5"] = b"data"
+    zenodo.records["3765780"] = ["../escape.hdf5"]
+    result = runner.invoke(app, ["fetch", "code-test"])
+    assert result.exit_code == 2 and "not a plain file name" in result.output
+    assert not (tmp_path / "escape.hdf5").exists() and _home_is_clean(home)
+
+
 def _truncated_zip(server, tmp_path):
     server.files["data.zip"] = _zip_of({"ecg_tracings.hdf5": b"\x89HDF\r\n\x1a\n" + b"\0" * 100})[:-40]
     server.records["3765780"] = ["data.zip"]

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ecg_edge.fetch import RECORDS, discard, md5_file, obtain, publish, staging, zip_member
+from ecg_edge.fetch import RECORDS, discard, obtain, publish, source_md5, staging, zip_member
 from ecg_edge.training.model_info import default_info, info_path
 
 MODEL_FILE = "model.keras"
@@ -44,7 +44,7 @@ def fetch_weights(home: Path, seed: int | None = None, from_file: Path | None = 
         model.save(stage / MODEL_FILE)
         info = default_info("six", "ribeiro")
         info["source"] = {"record": record.record, "doi": record.doi, "concept_doi": record.concept_doi,
-                          "archive": str(archive), "member": member, "seed": seed, "md5": md5_file(archive),
+                          "archive": str(archive), "member": member, "seed": seed, "md5": source_md5(archive, remote),
                           "checksum_verified": remote is not None}
         info_path(stage / MODEL_FILE).write_text(json.dumps(info, indent=1))
         aside = publish(stage, home, [MODEL_FILE, info_path(MODEL_FILE).name],
