@@ -537,16 +537,74 @@ def convert(
 
 
 def results_table(run: InferenceRun) -> Table:
-    table = Table(title=f"{len(run.ids)} exams")
+    table = Table(title=f"{len(run.exams)} exams")
     table.add_column("exam_id")
     for c in run.classes:
         table.add_column(c, justify="right")
     table.add_column("findings")
-    for exam_id, probs, found in list(zip(run.ids, run.probabilities, run.findings(), strict=True))[:MAX_TABLE_ROWS]:
-        table.add_row(exam_id, *(f"{p:.3f}" for p in probs), ", ".join(found) or "-")
-    if len(run.ids) > MAX_TABLE_ROWS:
-        table.caption = f"first {MAX_TABLE_ROWS} of {len(run.ids)} exams: --output FILE.csv/.json writes them all"
+    table.add_column("quality")
+    rows = zip(run.exams, run.probabilities, run.findings(), strict=True)
+    for exam, probs, found in list(rows)[:MAX_TABLE_ROWS]:
+        table.add_row(exam.id, *(f"{p:.3f}" for p in probs), ", ".join(found) or "-",
+                      ", ".join(q["flag"] for q in exam.quality) or "-")
+    if len(run.exams) > MAX_TABLE_ROWS:
+        table.caption = f"first {MAX_TABLE_ROWS} of {len(run.exams)} exams: --output FILE.csv/.json writes them all"
     return table
+
+
+def check_report_dir(folder: Path) -> None:
+    """Before any work: the report folder can be made (its parent exists) and is not a file."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "report folder is a file")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise InputError(folder.parent, "folder does not exist (the report folder's parent)")
+
+
+def _run_and_report(
+    recordings: list[Path], model: Path | None, backend: str, precision: str, batch: int,
+    threshold: list[str] | None, scale: float, fs: float | None, leads: str | None, threads: int | None,
+    keep_going: bool, cuda_graph: bool, report_dir: Path | None,
+) -> InferenceRun:
+    """What infer and report share: read, infer with progress, draw sheets as batches finish."""
+    from ecg_edge.backends import open_backend
+    from ecg_edge.infer import ReadOptions, count_exams, run_inference
+    from ecg_edge.progress import progress_bar
+    from ecg_edge.readers import expand_inputs
+
+    if report_dir is not None:
+        check_report_dir(report_dir)
+    export_dir = resolve_export_dir(model)
+    runner, manifest = open_backend(export_dir, backend, precision, threads=threads, cuda_graph=cuda_graph)
+    overrides = parse_thresholds(threshold or [], list(manifest["output"]["classes"]))
+    options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going,
+                          keep_traces=report_dir is not None)
+    paths = expand_inputs(recordings)
+    total = None if keep_going else count_exams(paths)
+    writer = None
+    if report_dir is not None:
+        from ecg_edge.report import ReportWriter
+
+        report_dir.mkdir(exist_ok=True)
+        writer = ReportWriter(report_dir)
+
+    def report_skip(message: str) -> None:
+        err_console.print(f"skipped: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        with runner, progress_bar("inferring" if writer is None else "inferring and drawing", total=total) as advance:
+            err_console.print(f"backend: {runner.describe()} ({'auto' if backend == 'auto' else 'chosen'})",
+                              markup=False, highlight=False)
+            run = run_inference(paths, runner, manifest, batch=batch, options=options, thresholds=overrides,
+                                progress=advance, on_skip=report_skip, on_batch=writer.add if writer else None)
+        if not run.exams:
+            raise InputError(recordings[0], "no exam could be read")
+        if writer is not None:
+            index = writer.finish()
+            console.print(f"wrote {len(run.exams)} sheets and {index}", highlight=False)
+    finally:
+        if writer is not None:
+            writer.close()
+    return run
 
 
 @app.command()
@@ -566,39 +624,47 @@ def infer(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "
                                              "and replay it (fixed batch).")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Also draw each exam's 12-lead sheet and an "
+                                                "index.html into this folder.")] = None,
 ) -> None:
-    """Probabilities and findings per exam, from recordings in any readable format."""
-    from ecg_edge.backends import open_backend
-    from ecg_edge.infer import ReadOptions, check_output_path, count_exams, run_inference, write_results
-    from ecg_edge.progress import progress_bar
-    from ecg_edge.readers import expand_inputs
+    """Probabilities, findings and signal-quality flags per exam, from recordings in any readable format."""
+    from ecg_edge.infer import check_output_path, write_results
 
     if output is not None:
         check_output_path(output)
-    export_dir = resolve_export_dir(model)
-    runner, manifest = open_backend(export_dir, backend, precision, threads=threads, cuda_graph=cuda_graph)
-    overrides = parse_thresholds(threshold or [], list(manifest["output"]["classes"]))
-    options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going)
-    paths = expand_inputs(recordings)
-    total = None if keep_going else count_exams(paths)
-
-    def report_skip(message: str) -> None:
-        err_console.print(f"skipped: {message}", markup=False, highlight=False, soft_wrap=True)
-
-    with runner, progress_bar("inferring", total=total) as advance:
-        err_console.print(f"backend: {runner.describe()} ({'auto' if backend == 'auto' else 'chosen'})",
-                          markup=False, highlight=False)
-        run = run_inference(paths, runner, manifest, batch=batch, options=options, thresholds=overrides,
-                            progress=advance, on_skip=report_skip)
-    if not run.ids:
-        raise InputError(recordings[0], "no exam could be read")
+    run = _run_and_report(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
+                          keep_going, cuda_graph, report)
     console.print(results_table(run))
     busy = run.compute_s / run.wall_s if run.wall_s else 0.0
-    console.print(f"{len(run.ids)} exams in {run.wall_s:.2f} s: {run.throughput:.1f} ECG/s "
+    console.print(f"{len(run.exams)} exams in {run.wall_s:.2f} s: {run.throughput:.1f} ECG/s "
                   f"(backend busy {busy:.0%} of the time), {len(run.skipped)} skipped", highlight=False)
     if output is not None:
         write_results(run, output)
         console.print(f"wrote {output}")
+
+
+@app.command()
+@user_errors
+def report(
+    recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sheets and index.html (made if missing).")],
+    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or keras.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    batch: Annotated[int, typer.Option(min=1, help="Exams per batch.")] = 64,
+    threshold: Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=VALUE (repeatable).")] = None,
+    scale: Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")] = 1.0,
+    fs: Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")] = None,
+    leads: Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
+) -> None:
+    """A 12-lead sheet per exam (PNG and SVG, with findings and quality flags) and a browsable index.html."""
+    run = _run_and_report(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
+                          keep_going, False, out)
+    flagged = sum(1 for e in run.exams if e.quality)
+    console.print(f"{len(run.exams)} exams ({flagged} with quality flags, {len(run.skipped)} skipped): "
+                  f"open {out / 'index.html'}", highlight=False)
 
 
 @app.command()

@@ -8,6 +8,7 @@ training or batch-inference set that every command reads.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ecg_edge.atomic_files import atomic_target
@@ -37,7 +38,7 @@ def convert_to_hdf5(
 
     out = Path(out)
     check_hdf5_output(out)
-    options = options or ReadOptions()
+    options = replace(options or ReadOptions(), assess=False)  # the file keeps the signal, not its flags
     paths = expand_inputs(inputs)
     n = 0
     text = h5py.string_dtype()

@@ -21,9 +21,10 @@ import numpy as np
 from ecg_edge.atomic_files import atomic_write
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
-from ecg_edge.preprocess import check_finite, to_model_input
+from ecg_edge.preprocess import check_finite, prepare
+from ecg_edge.quality import assess, unpadded_span
 from ecg_edge.readers import expand_inputs, format_of, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
-from ecg_edge.spec import called
+from ecg_edge.spec import DISCLAIMER, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS, called, describe_finding
 
 QUEUE_BATCHES = 3
 
@@ -34,15 +35,29 @@ class ReadOptions:
     fs: float | None = None  # for .npy
     leads: Sequence[str] | None = None  # for .npy
     keep_going: bool = False
+    assess: bool = True  # quality flags and provenance per exam
+    keep_traces: bool = False  # each exam's 12 leads as read (mV, own rate), for sheets
+
+
+@dataclass
+class Exam:
+    """What is known of one exam besides its model input: where it came from, what was done to it,
+    how good the signal is, and (when asked for) its 12 leads as read, for a sheet."""
+
+    id: str
+    source: str
+    statements: tuple[str, ...] = ()  # the recording device's own interpretation
+    quality: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    trace: np.ndarray | None = None
+    fs: float = SAMPLING_RATE_HZ
 
 
 @dataclass
 class InferenceRun:
     classes: list[str]
     thresholds: dict[str, float]
-    ids: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    statements: list[tuple[str, ...]] = field(default_factory=list)  # the recording device's own, per exam
+    exams: list[Exam] = field(default_factory=list)
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     skipped: list[str] = field(default_factory=list)
     backend: str = ""
@@ -51,17 +66,26 @@ class InferenceRun:
     wall_s: float = 0.0
     compute_s: float = 0.0
 
-    def findings(self) -> list[list[str]]:
-        """Per exam: the classes above their thresholds (binary: 'abnormal' or 'normal')."""
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.exams]
+
+    @property
+    def sources(self) -> list[str]:
+        return [e.source for e in self.exams]
+
+    def findings(self, probabilities: np.ndarray | None = None) -> list[list[str]]:
+        """Per exam (of the run, or of `probabilities`): the classes above their thresholds (binary:
+        'abnormal' or 'normal')."""
         thr = np.array([self.thresholds[c] for c in self.classes])
-        positive = called(self.probabilities, thr)
+        positive = called(self.probabilities if probabilities is None else probabilities, thr)
         if self.classes == ["abnormal"]:
             return [["abnormal"] if p[0] else ["normal"] for p in positive]
         return [[c for c, hit in zip(self.classes, row, strict=True) if hit] for row in positive]
 
     @property
     def throughput(self) -> float:
-        return len(self.ids) / self.wall_s if self.wall_s else 0.0
+        return len(self.exams) / self.wall_s if self.wall_s else 0.0
 
 
 def count_exams(paths: Sequence[Path]) -> int:
@@ -71,33 +95,69 @@ def count_exams(paths: Sequence[Path]) -> int:
 
 @dataclass
 class Batch:
-    """Model inputs (n, 4096, 12) with, per exam, its id, source file and the device's own statements."""
+    """Model inputs (n, 4096, 12) and what is known of each exam."""
 
-    ids: list[str]
-    sources: list[str]
-    statements: list[tuple[str, ...]]
+    exams: list[Exam]
     x: np.ndarray
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.exams]
+
+    @property
+    def sources(self) -> list[str]:
+        return [e.source for e in self.exams]
+
+
+def _hdf5_exam(exam_id: str, path: Path, x: np.ndarray, options: ReadOptions) -> Exam:
+    """A CODE-layout exam: stored at 400 Hz in the model's lead order, zero-padded to 4096 samples."""
+    exam = Exam(exam_id, str(path))
+    if not (options.assess or options.keep_traces):
+        return exam
+    start, stop = unpadded_span(x)
+    signal = x[start:stop]
+    if options.assess:
+        pad = N_SAMPLES - (stop - start)
+        exam.quality = [f.as_dict() for f in assess(signal, signal, SAMPLING_RATE_HZ, pad)]
+        exam.provenance = {
+            "source": str(path), "format": "hdf5", "sampling_rate_hz": float(SAMPLING_RATE_HZ), "units": UNITS,
+            "duration_s": round((stop - start) / SAMPLING_RATE_HZ, 4), "leads_stored": list(LEADS),
+            "leads_derived": [], "resampled": None, "padded_before": start, "padded_after": N_SAMPLES - stop,
+            "cropped_before": 0, "cropped_after": 0, "scale": options.scale,
+        }
+    if options.keep_traces:
+        exam.trace = signal
+    return exam
+
+
+def _recording_exam(path: Path, fmt: str, options: ReadOptions) -> tuple[Exam, np.ndarray]:
+    rec = read_recording(path, fs=options.fs, leads=options.leads, fmt=fmt)
+    prepared = prepare(rec, scale=options.scale)
+    exam = Exam(rec.id, str(path), rec.statements, fs=prepared.fs)
+    if options.assess:
+        flags = assess(prepared.signal, prepared.stored, prepared.fs, prepared.pad_samples)
+        exam.quality = [f.as_dict() for f in flags]
+        exam.provenance = prepared.provenance
+    if options.keep_traces:
+        exam.trace = prepared.stored
+    return exam, prepared.x
 
 
 def iter_batches(
     paths: Sequence[Path], batch: int, options: ReadOptions, on_skip: Callable[[str], None],
 ) -> Iterator[Batch]:
     """Batches of `batch` exams from any mix of formats, in input order."""
-    ids: list[str] = []
-    sources: list[str] = []
-    statements: list[tuple[str, ...]] = []
+    exams: list[Exam] = []
     rows: list[np.ndarray] = []
 
-    def add(exam_id: str, source: str, x: np.ndarray, said: tuple[str, ...] = ()) -> Batch | None:
-        ids.append(exam_id)
-        sources.append(source)
-        statements.append(said)
+    def add(exam: Exam, x: np.ndarray) -> Batch | None:
+        exams.append(exam)
         rows.append(x)
         if len(rows) < batch:
             return None
-        out = Batch(ids[:], sources[:], statements[:], np.stack(rows))
-        for part in (ids, sources, statements, rows):
-            part.clear()
+        out = Batch(exams[:], np.stack(rows))
+        exams.clear()
+        rows.clear()
         return out
 
     for path in paths:
@@ -113,12 +173,12 @@ def iter_batches(
                                 raise
                             on_skip(str(exc))
                             continue
-                        full = add(exam_id, str(path), x * options.scale if options.scale != 1.0 else x)
+                        x = x * options.scale if options.scale != 1.0 else x
+                        full = add(_hdf5_exam(exam_id, path, x, options), x)
                         if full is not None:
                             yield full
             else:
-                rec = read_recording(path, fs=options.fs, leads=options.leads, fmt=fmt)
-                full = add(rec.id, str(path), to_model_input(rec, scale=options.scale), rec.statements)
+                full = add(*_recording_exam(path, fmt, options))
                 if full is not None:
                     yield full
         except InputError as exc:
@@ -126,7 +186,7 @@ def iter_batches(
                 raise
             on_skip(str(exc))
     if rows:
-        yield Batch(ids, sources, statements, np.stack(rows))
+        yield Batch(exams, np.stack(rows))
 
 
 def _read_ahead(source: Iterator[Any], depth: int) -> Iterator[Any]:
@@ -169,8 +229,12 @@ def run_inference(
     inputs: Sequence[str | Path], backend: Backend, manifest: dict[str, Any], batch: int = 64,
     options: ReadOptions | None = None, thresholds: dict[str, float] | None = None,
     progress: Callable[[int], None] | None = None, on_skip: Callable[[str], None] | None = None,
+    on_batch: Callable[[InferenceRun, Batch, np.ndarray], None] | None = None,
 ) -> InferenceRun:
-    """Probabilities for every exam of `inputs` through an active backend."""
+    """Probabilities for every exam of `inputs` through an active backend.
+
+    `on_batch(run, batch, probabilities)` sees each batch as it is done (e.g. to draw sheets while
+    the next batch runs); traces are dropped from the run's exams after it, to bound memory."""
     options = options or ReadOptions()
     classes = list(manifest["output"]["classes"])
     run = InferenceRun(classes=classes, thresholds={**manifest["thresholds"], **(thresholds or {})},
@@ -188,13 +252,16 @@ def run_inference(
     outputs = []
     start = time.perf_counter()
     for item in _read_ahead(iter_batches(paths, batch, options, skip), QUEUE_BATCHES):
-        outputs.append(backend.infer(item.x))
+        probabilities = backend.infer(item.x)
+        outputs.append(probabilities)
         run.compute_s += backend.last_inference_s or 0.0
-        run.ids += item.ids
-        run.sources += item.sources
-        run.statements += item.statements
+        if on_batch:
+            on_batch(run, item, probabilities)
+        for exam in item.exams:
+            exam.trace = None
+        run.exams += item.exams
         if progress:
-            progress(len(item.ids))
+            progress(len(item.exams))
     run.wall_s = time.perf_counter() - start
     run.probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(classes)), np.float32)
     return run
@@ -208,28 +275,34 @@ def check_output_path(path: Path) -> None:
 
 
 def write_results(run: InferenceRun, path: Path) -> None:
-    """CSV: exam_id, one column per class, findings (';'-joined). JSON: run facts + a list `exams`."""
+    """CSV: exam_id, one column per class, findings and quality flags (';'-joined). JSON: the run's
+    facts and a list `exams`, each with findings named in full, quality flags and provenance."""
     findings = run.findings()
     if path.suffix.lower() == ".csv":
         def write_csv(f: Any) -> None:
             writer = csv.writer(f)
-            writer.writerow(["exam_id", *run.classes, "findings"])
-            for exam_id, probs, found in zip(run.ids, run.probabilities, findings, strict=True):
-                writer.writerow([exam_id, *(f"{p:.6f}" for p in probs), ";".join(found)])
+            writer.writerow(["exam_id", *run.classes, "findings", "quality"])
+            for exam, probs, found in zip(run.exams, run.probabilities, findings, strict=True):
+                writer.writerow([exam.id, *(f"{p:.6f}" for p in probs), ";".join(found),
+                                 ";".join(q["flag"] for q in exam.quality)])
         atomic_write(path, write_csv)
         return
     document = {
+        "disclaimer": DISCLAIMER,
         "model_sha256": run.model_sha256,
         "backend": run.backend,
         "precision": run.precision,
-        "classes": run.classes,
+        "classes": [describe_finding(c) for c in run.classes],
         "thresholds": run.thresholds,
         "skipped": run.skipped,
         "exams": [
-            {"exam_id": exam_id, **{c: float(p) for c, p in zip(run.classes, probs, strict=True)},
-             "findings": found, "device_statements": list(said), "source": source}
-            for exam_id, probs, found, source, said
-            in zip(run.ids, run.probabilities, findings, run.sources, run.statements, strict=True)
+            {"exam_id": exam.id, **{c: float(p) for c, p in zip(run.classes, probs, strict=True)},
+             "findings": found, "findings_named": [describe_finding(name) for name in found],
+             "quality": exam.quality,
+             "device_statements": list(exam.statements), "source": exam.source,
+             "provenance": {**exam.provenance, "model_sha256": run.model_sha256,
+                            "backend": run.backend, "precision": run.precision}}
+            for exam, probs, found in zip(run.exams, run.probabilities, findings, strict=True)
         ],
     }
     atomic_write(path, lambda f: json.dump(document, f, indent=1))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -48,17 +50,25 @@ def derive_limb_leads(columns: dict[str, np.ndarray]) -> None:
 
 def select_leads(signal: np.ndarray, names: tuple[str, ...], source: str | None = None) -> np.ndarray:
     """Columns in the model's lead order; missing limb leads derived from any two of I, II, III."""
+    return _select_leads(signal, names, source)[0]
+
+
+def _select_leads(
+    signal: np.ndarray, names: tuple[str, ...], source: str | None,
+) -> tuple[np.ndarray, list[str]]:
+    """select_leads, and which of the 12 leads were derived rather than stored."""
     columns: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
         lead = canonical_lead(name)
         if lead is not None and lead not in columns:
             columns[lead] = signal[:, i]
+    stored = set(columns)
     derive_limb_leads(columns)
     missing = [lead for lead in LEADS if lead not in columns]
     if missing:
         have = ", ".join(names) or "none"
         raise InputError(source, f"missing leads {', '.join(missing)} (has {have})")
-    return np.stack([columns[lead] for lead in LEADS], axis=1)
+    return np.stack([columns[lead] for lead in LEADS], axis=1), [lead for lead in LEADS if lead not in stored]
 
 
 def to_millivolts(signal: np.ndarray, units: str | tuple[str, ...], source: str | None = None) -> np.ndarray:
@@ -99,7 +109,33 @@ def check_finite(signal: np.ndarray, source: str | None) -> None:
         raise InputError(source, f"signal holds {bad} NaN or infinite values")
 
 
-def to_model_input(recording: Recording, scale: float = 1.0) -> np.ndarray:
+@dataclass
+class Prepared:
+    """A recording brought to the model's input, with what was done to it.
+
+    `stored` holds the 12 leads in millivolts at the recording's own rate before resampling and
+    padding (what a sheet draws, and where clipping shows); `signal` the same at 400 Hz before
+    padding (what the quality measures read); `x` the model's input.
+    """
+
+    x: np.ndarray
+    stored: np.ndarray
+    fs: float
+    signal: np.ndarray
+    pad_samples: int
+    provenance: dict[str, Any]
+
+
+def fit_summary(length: int, n: int = N_SAMPLES) -> dict[str, int]:
+    """What center_fit does to `length` samples: zeros added or samples cut, before and after."""
+    if length >= n:
+        start = (length - n) // 2
+        return {"padded_before": 0, "padded_after": 0, "cropped_before": start, "cropped_after": length - n - start}
+    before = (n - length) // 2
+    return {"padded_before": before, "padded_after": n - length - before, "cropped_before": 0, "cropped_after": 0}
+
+
+def prepare(recording: Recording, scale: float = 1.0) -> Prepared:
     """Bring a recording to the model's input: (4096, 12) float32, millivolts, 400 Hz, model lead order.
 
     Leads are picked and ordered by name (aliases allowed; missing limb leads derived from any two
@@ -118,7 +154,33 @@ def to_model_input(recording: Recording, scale: float = 1.0) -> np.ndarray:
     if not isinstance(units, str):
         units = tuple(units[i] for i in keep)
     signal = to_millivolts(recording.signal[:, keep], units, source) * scale
-    signal = select_leads(signal, tuple(recording.leads[i] for i in keep), source)
-    check_finite(signal, source)
-    signal = resample_to_400hz(signal, recording.fs)
-    return np.ascontiguousarray(center_fit(signal), dtype=np.float32)
+    stored, derived = _select_leads(signal, tuple(recording.leads[i] for i in keep), source)
+    check_finite(stored, source)
+    resampled = resample_to_400hz(stored, recording.fs)
+    fit = fit_summary(resampled.shape[0])
+    unpadded = resampled[fit["cropped_before"]:resampled.shape[0] - fit["cropped_after"]]
+    ratio = Fraction(SAMPLING_RATE_HZ) / Fraction(recording.fs).limit_denominator(1000)
+    provenance = {
+        "source": str(recording.source or ""),
+        "format": recording.format,
+        "sampling_rate_hz": float(recording.fs),
+        "units": units if isinstance(units, str) else sorted(set(units)),
+        "duration_s": round(recording.signal.shape[0] / recording.fs, 4),
+        "leads_stored": [lead for lead in LEADS if lead not in derived],
+        "leads_derived": derived,
+        "resampled": None if ratio == 1 else {
+            "from_hz": float(recording.fs), "to_hz": SAMPLING_RATE_HZ,
+            "up": ratio.numerator, "down": ratio.denominator, "method": "scipy.signal.resample_poly",
+        },
+        **fit,
+        "scale": scale,
+    }
+    return Prepared(
+        x=np.ascontiguousarray(center_fit(resampled), dtype=np.float32), stored=stored, fs=float(recording.fs),
+        signal=unpadded, pad_samples=fit["padded_before"] + fit["padded_after"], provenance=provenance,
+    )
+
+
+def to_model_input(recording: Recording, scale: float = 1.0) -> np.ndarray:
+    """The model's input for a recording (see `prepare`)."""
+    return prepare(recording, scale).x

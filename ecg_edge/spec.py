@@ -58,6 +58,26 @@ SNOMED_TO_CLASS: dict[str, str] = {
 }
 
 
+# What each output means, for people: full name and the SNOMED CT concept (the first code above).
+CLASS_NAMES: dict[str, str] = {
+    "1dAVb": "first degree atrioventricular block",
+    "RBBB": "right bundle branch block",
+    "LBBB": "left bundle branch block",
+    "SB": "sinus bradycardia",
+    "AF": "atrial fibrillation",
+    "ST": "sinus tachycardia",
+    "abnormal": "abnormal ECG (any of the abnormalities the binary model was trained on)",
+}
+DISCLAIMER = ("Findings are the output of a machine-learning model, not a diagnosis: "
+              "an ECG must be read by a qualified clinician.")
+
+
+def describe_finding(name: str) -> dict[str, Any]:
+    """A finding with its full name and SNOMED CT code (None where no single concept fits)."""
+    code = next((c for c, cls in SNOMED_TO_CLASS.items() if cls == name), None)
+    return {"abbreviation": name, "name": CLASS_NAMES.get(name, name), "snomed_ct": code}
+
+
 def class_names(task: str) -> tuple[str, ...]:
     """Output names of a task: 'six' (the six abnormalities) or 'binary' (abnormal)."""
     if task == "six":

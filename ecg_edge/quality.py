@@ -1,0 +1,186 @@
+"""Signal-quality flags: is a recording good enough to trust the model's findings on it?
+
+Each flag has a fixed name, the leads it concerns and the value measured. The thresholds live in
+`THRESHOLDS` (the one place): they were measured on the real records of `../shared/data` (no flag
+on any of them) and on the same records with each fault put in on purpose (each flag raised by its
+own fault); `tests/test_quality.py` repeats both measurements.
+
+Everything is measured on the 12 leads in millivolts: clipping on the samples as stored (before
+resampling, where equal stored values stay equal), the rest on the 400 Hz signal before padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ecg_edge.spec import LEADS, N_SAMPLES, SAMPLING_RATE_HZ
+
+FLAGS: tuple[str, ...] = (
+    "flat_lead", "clipped", "amplitude_implausible", "baseline_wander", "noise", "limb_lead_reversal",
+    "padded",
+)
+
+THRESHOLDS: dict[str, float] = {
+    # flat_lead: peak-to-peak (0.5th to 99.5th percentile, baseline removed) under this, in mV.
+    "flat_p2p_mv": 0.03,
+    # clipped: at least this long in total at the lead's own extreme value (exactly equal stored
+    # samples, in runs inside the recording), with fewer samples just below the extreme than at it
+    # (a flat top, not a round one).
+    "clip_min_s": 0.02,
+    "clip_band_fraction": 0.02,
+    # amplitude_implausible: QRS peak-to-peak outside [low, high] mV in more than half the leads.
+    "amplitude_low_mv": 0.08,
+    "amplitude_high_mv": 12.0,
+    # baseline_wander: the < 0.7 Hz component's peak-to-peak above this (mV) in any lead.
+    "wander_p2p_mv": 3.0,
+    "wander_cutoff_hz": 0.7,
+    # noise: the > 40 Hz component's robust standard deviation above this (mV) in any lead.
+    "noise_sd_mv": 0.05,
+    "noise_cutoff_hz": 40.0,
+    # limb_lead_reversal: lead I anti-correlated with V6 below this (they look alike when the arm
+    # electrodes are in place), or below 0 with lead I's main deflection negative and aVR's positive.
+    "reversal_corr_i_v6": -0.3,
+    # padded: zero-padded by more than a 10 s recording is (0.24 s: 4000 of 4096 samples at 400 Hz),
+    # as the network's training exams of 10 s were.
+    "padded_min_s": 0.25,
+}
+
+
+@dataclass
+class Flag:
+    name: str
+    value: float
+    leads: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flag": self.name, "value": round(float(self.value), 4), "leads": self.leads, "detail": self.detail}
+
+
+@lru_cache(maxsize=4)
+def _filters(fs: float) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.signal import butter
+
+    low = butter(2, THRESHOLDS["wander_cutoff_hz"], "lowpass", fs=fs, output="sos")
+    high = butter(4, THRESHOLDS["noise_cutoff_hz"], "highpass", fs=fs, output="sos")
+    return low, high
+
+
+def measure(signal: np.ndarray, fs: float = SAMPLING_RATE_HZ) -> dict[str, np.ndarray]:
+    """Per-lead measures of a (n, 12) millivolt signal without padding, in the model's lead order."""
+    from scipy.signal import sosfiltfilt
+
+    x = np.ascontiguousarray(np.asarray(signal, dtype=np.float64).T)  # (12, n): filters run along rows
+    low, high = _filters(float(fs))
+    pad = min(x.shape[1] - 1, 3 * int(fs))
+    baseline = sosfiltfilt(low, x, padlen=pad) if x.shape[1] > 12 else np.zeros_like(x)
+    detrended = x - baseline
+    lo, hi = np.percentile(detrended, [0.5, 99.5], axis=1)
+    hf = sosfiltfilt(high, x, padlen=pad) if x.shape[1] > 27 else np.zeros_like(x)
+    band = detrended - hf  # 0.7-40 Hz: the waves, without drift or noise
+    top, bottom = band.max(axis=1), band.min(axis=1)
+    lead_i, v6 = band[LEADS.index("DI")], band[LEADS.index("V6")]
+    spread = float(lead_i.std() * v6.std())
+    return {
+        "p2p": hi - lo,
+        "qrs_p2p": top - bottom,
+        "dominant": np.where(top >= -bottom, top, bottom),
+        "wander": baseline.max(axis=1) - baseline.min(axis=1),
+        "noise": 1.4826 * np.median(np.abs(hf - np.median(hf, axis=1, keepdims=True)), axis=1),
+        "corr_i_v6": np.array(float(np.mean((lead_i - lead_i.mean()) * (v6 - v6.mean()))) / spread if spread else 0.0),
+    }
+
+
+def clipped_leads(stored: np.ndarray, fs: float) -> dict[int, float]:
+    """Leads (index -> seconds at the extreme) whose stored samples sit on a flat top or bottom."""
+    found: dict[int, float] = {}
+    min_samples = max(3, int(round(THRESHOLDS["clip_min_s"] * fs)))
+    top, bottom = stored.max(axis=0), stored.min(axis=0)
+    candidates = ((stored == top).sum(axis=0) >= min_samples) | ((stored == bottom).sum(axis=0) >= min_samples)
+    for lead in np.flatnonzero(candidates):
+        x = stored[:, lead]
+        span = float(x.max() - x.min())
+        if span <= 0:
+            continue
+        band = THRESHOLDS["clip_band_fraction"] * span
+        eps = 1e-9 * max(1.0, span)
+        for distance in (x.max() - x, x - x.min()):
+            at = _interior_count(distance <= eps, min_run=3)
+            near = int(((distance > eps) & (distance <= band)).sum())
+            if at >= min_samples and at > near:
+                found[int(lead)] = max(found.get(int(lead), 0.0), at / fs)
+    return found
+
+
+def _interior_count(mask: np.ndarray, min_run: int) -> int:
+    """Samples in runs of `mask` of at least `min_run` that touch neither end: a recording that
+    stops on a held value is not a saturated amplifier, nor a periodic signal's repeated peak."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    inside = (starts > 0) & (stops < mask.size) & (stops - starts >= min_run)
+    return int((stops[inside] - starts[inside]).sum())
+
+
+def assess(
+    signal: np.ndarray, stored: np.ndarray | None = None, stored_fs: float = SAMPLING_RATE_HZ,
+    pad_samples: int = 0,
+) -> list[Flag]:
+    """Quality flags of one exam.
+
+    `signal`: (n, 12) mV at 400 Hz before padding; `stored`: the 12 leads as stored (mV, at
+    `stored_fs`), for clipping; `pad_samples`: zeros added to reach 4096 samples.
+    """
+    flags: list[Flag] = []
+    if signal.shape[0] < 2:
+        return [Flag("padded", pad_samples / SAMPLING_RATE_HZ, [], f"{pad_samples} samples of zeros")]
+    m = measure(signal)
+    names = np.array(LEADS)
+    constant = bool((m["p2p"] < 1e-6).all())
+    flat = m["p2p"] < THRESHOLDS["flat_p2p_mv"]
+    qrs = m["qrs_p2p"]
+    outside = (qrs < THRESHOLDS["amplitude_low_mv"]) | (qrs > THRESHOLDS["amplitude_high_mv"])
+    scale_off = not constant and outside.sum() * 2 > len(LEADS)
+    if scale_off:
+        flags.append(Flag("amplitude_implausible", float(np.median(qrs)), list(names[outside]),
+                          "median QRS peak-to-peak mV"))
+    elif flat.any():  # a lead flat beside others of normal size (all small is a scale problem)
+        flags.append(Flag("flat_lead", float(m["p2p"][flat].min()), list(names[flat]),
+                          "peak-to-peak mV of the flattest"))
+    clipped = clipped_leads(stored if stored is not None else signal, stored_fs)
+    clipped = {i: s for i, s in clipped.items() if not flat[i]}
+    if clipped:
+        flags.append(Flag("clipped", max(clipped.values()), [LEADS[i] for i in sorted(clipped)],
+                          "seconds at the extreme value"))
+    live = ~flat | scale_off
+    wander = live & (m["wander"] > THRESHOLDS["wander_p2p_mv"])
+    if wander.any():
+        flags.append(Flag("baseline_wander", float(m["wander"][wander].max()), list(names[wander]),
+                          f"peak-to-peak mV below {THRESHOLDS['wander_cutoff_hz']:g} Hz"))
+    noisy = live & (m["noise"] > THRESHOLDS["noise_sd_mv"])
+    if noisy.any():
+        flags.append(Flag("noise", float(m["noise"][noisy].max()), list(names[noisy]),
+                          f"robust SD mV above {THRESHOLDS['noise_cutoff_hz']:g} Hz"))
+    lead_i, avr = LEADS.index("DI"), LEADS.index("AVR")
+    corr = float(m["corr_i_v6"])
+    inverted = corr < THRESHOLDS["reversal_corr_i_v6"]
+    upright = m["dominant"][lead_i] < 0 < m["dominant"][avr] and corr < 0
+    if live[lead_i] and live[avr] and not scale_off and (inverted or upright):
+        flags.append(Flag("limb_lead_reversal", corr, ["DI", "AVR"],
+                          "correlation of lead I with V6 (LA/RA swapped, or dextrocardia)"))
+    if pad_samples / SAMPLING_RATE_HZ > THRESHOLDS["padded_min_s"]:
+        flags.append(Flag("padded", pad_samples / SAMPLING_RATE_HZ, [],
+                          f"{pad_samples} of {N_SAMPLES} samples are zeros"))
+    return flags
+
+
+def unpadded_span(x: np.ndarray) -> tuple[int, int]:
+    """(start, stop) of a model input without the rows of exact zeros at either end (CODE files
+    store shorter exams zero-padded to 4096 samples)."""
+    nonzero = np.flatnonzero(np.any(x != 0, axis=1))
+    if nonzero.size == 0:
+        return 0, 0
+    return int(nonzero[0]), int(nonzero[-1]) + 1
