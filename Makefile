@@ -26,7 +26,7 @@ test-min:
 	.venv-min/bin/python -m pip install -q -r .ci/min-runtime.txt
 	.venv-min/bin/python -m pip install -q --no-deps -e .
 	.venv-min/bin/python -m pytest -q -p no:cacheprovider tests/test_preprocess.py tests/test_readers.py tests/test_formats.py \
-		tests/test_infer.py tests/test_cli.py tests/test_metrics.py
+		tests/test_infer.py tests/test_cli.py tests/test_metrics.py tests/test_quality.py tests/test_report.py
 
 lint: $(BIN)/ecg-edge
 	$(BIN)/ruff check .

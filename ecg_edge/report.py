@@ -13,7 +13,6 @@ hour; writing the SVG as text and the PNG with Pillow takes a few tens of millis
 from __future__ import annotations
 
 import html
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,17 @@ from ecg_edge.spec import DISCLAIMER, LEADS, describe_finding
 SPEED_MM_S = 25.0
 GAIN_MM_MV = 10.0
 PAGE_MM = (297.0, 210.0)  # A4 landscape
-GRID_X, GRID_Y = 13.0, 50.0  # top-left corner of the grid on the page
-GRID_W, GRID_H = 270.0, 148.0
+GRID_X, GRID_Y = 13.0, 48.0  # top-left corner of the grid on the page
+GRID_W, GRID_H = 270.0, 150.0  # whole 5 mm squares
 ROW_H = GRID_H / 4
 TRACE_X = 10.0  # traces start this far into the grid (after the calibration pulse)
 COLUMN_S = 2.5
 RHYTHM_S = 10.0
 PNG_DPI = 150
 THUMB_WIDTH_PX = 480
-LAYOUT: tuple[tuple[str, ...], ...] = (("DI", "DII", "DIII"), ("AVR", "AVL", "AVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"))
+LAYOUT: tuple[tuple[str, ...], ...] = (
+    ("DI", "DII", "DIII"), ("AVR", "AVL", "AVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"),
+)
 LABELS = {"DI": "I", "DII": "II", "DIII": "III", "AVR": "aVR", "AVL": "aVL", "AVF": "aVF"}
 COLOURS = {"minor": "#f4c7c3", "major": "#e08a80", "trace": "#101010", "text": "#202020", "alert": "#b00020"}
 
@@ -88,7 +89,8 @@ def calibration_points(row: int) -> np.ndarray:
     """A 1 mV, 0.2 s pulse before the row's traces."""
     b, x0 = _row_baseline(row), GRID_X + 2.0
     width, height = 0.2 * SPEED_MM_S, 1.0 * GAIN_MM_MV
-    return np.array([[x0 - 1, b], [x0, b], [x0, b - height], [x0 + width, b - height], [x0 + width, b], [x0 + width + 1, b]])
+    right = x0 + width
+    return np.array([[x0 - 1, b], [x0, b], [x0, b - height], [right, b - height], [right, b], [right + 1, b]])
 
 
 def grid_lines(step: float) -> list[tuple[float, float, float, float]]:
@@ -138,8 +140,10 @@ def sheet_svg(trace: np.ndarray, fs: float, info: SheetInfo) -> str:
              f'<rect width="{w:g}" height="{h:g}" fill="white"/>']
     for name, step, width in (("grid-minor", 1.0, 0.08), ("grid-major", 5.0, 0.2)):
         d = "".join(f"M{x1:.2f} {y1:.2f}L{x2:.2f} {y2:.2f}" for x1, y1, x2, y2 in grid_lines(step))
-        parts.append(f'<path id="{name}" d="{d}" stroke="{COLOURS[name.split("-")[1]]}" stroke-width="{width}" fill="none"/>')
-    parts.append(f'<clipPath id="grid-area"><rect x="{GRID_X}" y="{GRID_Y}" width="{GRID_W}" height="{GRID_H}"/></clipPath>')
+        colour = COLOURS[name.split("-")[1]]
+        parts.append(f'<path id="{name}" d="{d}" stroke="{colour}" stroke-width="{width}" fill="none"/>')
+    parts.append(f'<clipPath id="grid-area"><rect x="{GRID_X}" y="{GRID_Y}" width="{GRID_W}" '
+                 f'height="{GRID_H}"/></clipPath>')
     for row in range(4):
         parts.append(f'<polyline id="calibration-{row}" points="{_fmt(calibration_points(row))}" '
                      f'stroke="{COLOURS["trace"]}" stroke-width="0.25" fill="none"/>')
@@ -151,8 +155,8 @@ def sheet_svg(trace: np.ndarray, fs: float, info: SheetInfo) -> str:
         for row, lead in enumerate(leads):
             parts.append(_svg_text(x + 1, GRID_Y + ROW_H * row + 4, LABELS.get(lead, lead), COLOURS["text"], 3.2))
         if col:
-            parts.append(f'<path d="M{x:.2f} {GRID_Y + 2:.2f}V{GRID_Y + 3 * ROW_H - 2:.2f}" stroke="{COLOURS["trace"]}" '
-                         'stroke-width="0.3" stroke-dasharray="1 2"/>')
+            parts.append(f'<path d="M{x:.2f} {GRID_Y + 2:.2f}V{GRID_Y + 3 * ROW_H - 2:.2f}" '
+                         f'stroke="{COLOURS["trace"]}" stroke-width="0.3" stroke-dasharray="1 2"/>')
     parts.append(_svg_text(GRID_X + TRACE_X + 1, GRID_Y + 3 * ROW_H + 4, "II", COLOURS["text"], 3.2))
     y = 9.0
     for text, colour, size in _header_lines(info, shown_from, shown.shape[0] / fs):
@@ -169,7 +173,7 @@ def _svg_text(x: float, y: float, text: str, colour: str, size: float) -> str:
 
 def sheet_png(trace: np.ndarray, fs: float, info: SheetInfo, dpi: int = PNG_DPI):  # -> PIL.Image.Image
     """The same sheet as an image."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageColor, ImageDraw
 
     shown, shown_from = window(trace, fs)
     k = dpi / 25.4  # pixels per mm
@@ -187,7 +191,7 @@ def sheet_png(trace: np.ndarray, fs: float, info: SheetInfo, dpi: int = PNG_DPI)
     for _, points in trace_paths(shown, fs):
         clip.line((points * k).ravel().tolist(), fill=255, width=line, joint="curve")
     box = tuple(int(round(v * k)) for v in (GRID_X, GRID_Y, GRID_X + GRID_W, GRID_Y + GRID_H))
-    image.paste(COLOURS["trace"], box, layer.crop(box))
+    image.paste(ImageColor.getrgb(COLOURS["trace"])[:3], box[:2], layer.crop(box))  # type: ignore[arg-type]
 
     def font(mm: float):
         from PIL import ImageFont
@@ -197,7 +201,8 @@ def sheet_png(trace: np.ndarray, fs: float, info: SheetInfo, dpi: int = PNG_DPI)
     for col, leads in enumerate(LAYOUT):
         x = GRID_X + TRACE_X + col * COLUMN_S * SPEED_MM_S
         for row, lead in enumerate(leads):
-            draw.text(((x + 1) * k, (GRID_Y + ROW_H * row + 1) * k), LABELS.get(lead, lead), fill=COLOURS["text"], font=font(3.2))
+            draw.text(((x + 1) * k, (GRID_Y + ROW_H * row + 1) * k), LABELS.get(lead, lead),
+                      fill=COLOURS["text"], font=font(3.2))
     draw.text(((GRID_X + TRACE_X + 1) * k, (GRID_Y + 3 * ROW_H + 1) * k), "II", fill=COLOURS["text"], font=font(3.2))
     y = 9.0
     for text, colour, mm in _header_lines(info, shown_from, shown.shape[0] / fs):
@@ -217,6 +222,11 @@ def file_stem(exam_id: str, taken: set[str]) -> str:
     return candidate
 
 
+def sheet_paths(stem: str) -> dict[str, str]:
+    """An exam's files, relative to the report folder (the index links them in this order)."""
+    return {"svg": f"sheets/{stem}.svg", "png": f"sheets/{stem}.png", "thumb": f"thumbs/{stem}.png"}
+
+
 def _put(path: Path, data: bytes) -> None:
     """Write beside, then rename: a reader never sees half a sheet. Not flushed to disk one by one
     (3,000 fsyncs for 1,000 exams); index.html, written last, is."""
@@ -232,7 +242,7 @@ def write_sheet(folder: Path, stem: str, trace: np.ndarray, fs: float, info: She
 
     image = sheet_png(trace, fs, info)
     thumb = image.reduce(max(1, image.width // THUMB_WIDTH_PX))
-    paths = {"svg": f"sheets/{stem}.svg", "png": f"sheets/{stem}.png", "thumb": f"thumbs/{stem}.png"}
+    paths = sheet_paths(stem)
     _put(folder / paths["svg"], sheet_svg(trace, fs, info).encode())
     for key, picture in (("png", image), ("thumb", thumb)):
         buffer = io.BytesIO()
@@ -283,7 +293,8 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #202020; }
 table { border-collapse: collapse; } th, td { padding: 4px 8px; border-bottom: 1px solid #ddd; vertical-align: middle; }
 th[data-key] { cursor: pointer; user-select: none; } th[data-dir=asc]::after { content: ' \\25B2'; }
 th[data-dir=desc]::after { content: ' \\25BC'; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.hit { font-weight: bold; color: #b00020; } .flag { background: #fde2e4; border-radius: 3px; padding: 1px 4px; margin-right: 3px; }
+td.hit { font-weight: bold; color: #b00020; }
+.flag { background: #fde2e4; border-radius: 3px; padding: 1px 4px; margin-right: 3px; }
 .finding { background: #b00020; color: white; border-radius: 3px; padding: 1px 4px; margin-right: 3px; }
 img { width: 240px; display: block; } .note { color: #555; font-size: 90%; max-width: 22em; overflow-wrap: anywhere; }
 """
@@ -301,7 +312,8 @@ def write_index(folder: Path, rows: list[dict[str, Any]], classes: list[str], th
     head = ['<th>sheet</th>', '<th data-key="id">exam</th>'] + [
         f'<th data-key="p{k}" data-numeric="1" title="{html.escape(describe_finding(c)["name"])}; threshold '
         f'{thresholds[c]:.3f}">{html.escape(c)}</th>' for k, c in enumerate(classes)] + [
-        '<th data-key="nfindings" data-numeric="1">findings</th>', '<th data-key="nquality" data-numeric="1">quality</th>',
+        '<th data-key="nfindings" data-numeric="1">findings</th>',
+        '<th data-key="nquality" data-numeric="1">quality</th>',
         '<th data-key="source">source</th>']
     body = []
     for r in rows:
@@ -310,12 +322,13 @@ def write_index(folder: Path, rows: list[dict[str, Any]], classes: list[str], th
                 "quality": " ".join(q["flag"] for q in r["quality"]), "nfindings": str(len(r["findings"])),
                 "nquality": str(len(r["quality"])), **{f"p{k}": f"{probs[c]:.6f}" for k, c in enumerate(classes)}}
         attrs = " ".join(f'data-{k}="{html.escape(v)}"' for k, v in data.items())
-        cells = [f'<td><a href="{html.escape(r["paths"]["svg"])}"><img loading="lazy" src="{html.escape(r["paths"]["thumb"])}" '
-                 f'alt="sheet of exam {html.escape(r["exam_id"])}"></a></td>',
-                 f'<td><a href="{html.escape(r["paths"]["svg"])}">{html.escape(r["exam_id"])}</a> '
-                 f'<a class="note" href="{html.escape(r["paths"]["png"])}">png</a></td>']
+        svg, png, thumb = (html.escape(r["paths"][k]) for k in ("svg", "png", "thumb"))
+        name = html.escape(r["exam_id"])
+        cells = [f'<td><a href="{svg}"><img loading="lazy" src="{thumb}" alt="sheet of exam {name}"></a></td>',
+                 f'<td><a href="{svg}">{name}</a> <a class="note" href="{png}">png</a></td>']
         cells += [f'<td class="num{" hit" if c in r["findings"] else ""}">{probs[c]:.3f}</td>' for c in classes]
-        cells.append("<td>" + ("".join(f'<span class="finding">{html.escape(f)}</span>' for f in r["findings"]) or "-") + "</td>")
+        badges = "".join(f'<span class="finding">{html.escape(f)}</span>' for f in r["findings"])
+        cells.append(f"<td>{badges or '-'}</td>")
         cells.append("<td>" + ("".join(f'<span class="flag" title="{html.escape(q["detail"])}: {q["value"]}">'
                                        f'{html.escape(q["flag"])}</span>' for q in r["quality"]) or "-") + "</td>")
         cells.append(f'<td class="note">{html.escape(r["source"])}</td>')
@@ -330,7 +343,6 @@ def write_index(folder: Path, rows: list[dict[str, Any]], classes: list[str], th
 <table id="exams"><thead><tr>{''.join(head)}</tr></thead><tbody>
 {chr(10).join(body)}
 </tbody></table>
-<script type="application/json" id="data">{html.escape(json.dumps({"classes": classes, "thresholds": thresholds}))}</script>
 <script>{_INDEX_SCRIPT}</script>
 </body></html>
 """
@@ -367,7 +379,7 @@ class ReportWriter:
             info = SheetInfo(exam.id, exam.source, exam.provenance.get("format", ""),
                              exam.provenance.get("duration_s", exam.trace.shape[0] / exam.fs), exam.quality,
                              named, run.thresholds, [f for f in found if f in run.classes], model)
-            paths = {"svg": f"sheets/{stem}.svg", "png": f"sheets/{stem}.png", "thumb": f"thumbs/{stem}.png"}
+            paths = sheet_paths(stem)
             self.rows.append({"exam_id": exam.id, "source": exam.source, "probabilities": named,
                               "findings": info.findings, "quality": exam.quality, "paths": paths})
             if self.pool is None:

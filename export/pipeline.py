@@ -79,7 +79,8 @@ def load_ecgs(
 
     xs: list[np.ndarray] = []
     ids: list[str] = []
-    for batch in iter_batches(expand_inputs(paths), 64, ReadOptions(scale=scale), lambda message: None):
+    for batch in iter_batches(expand_inputs(paths), 64, ReadOptions(scale=scale, assess=False),
+                              lambda message: None):
         xs.append(batch.x)
         ids += batch.ids
         if limit is not None and len(ids) >= limit:

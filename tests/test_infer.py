@@ -95,7 +95,7 @@ def test_csv_and_json_round_trip(six_export, tmp_path):
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     doc = json.loads(json_path.read_text())
-    assert list(rows[0].keys()) == ["exam_id", *CLASSES, "findings"]
+    assert list(rows[0].keys()) == ["exam_id", *CLASSES, "findings", "quality"]
     assert [r["exam_id"] for r in rows] == [str(i) for i in range(1000, 1020)]
     assert [e["exam_id"] for e in doc["exams"]] == [r["exam_id"] for r in rows]
     assert doc["model_sha256"] == result.manifest["files"]["model.onnx"]["sha256"]
