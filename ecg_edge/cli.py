@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -537,12 +538,13 @@ def convert(
 
 
 def results_table(run: InferenceRun) -> Table:
-    table = Table(title=f"{len(run.exams)} exams")
-    table.add_column("exam_id")
+    # Fits 80 columns with six classes: ids, findings and flags fold rather than push numbers out.
+    table = Table(title=f"{len(run.exams)} exams", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("exam_id", overflow="fold", min_width=12)
     for c in run.classes:
-        table.add_column(c, justify="right")
-    table.add_column("findings")
-    table.add_column("quality")
+        table.add_column(c, justify="right", no_wrap=True, min_width=len(c))
+    table.add_column("findings", overflow="fold")
+    table.add_column("quality", overflow="fold", min_width=7)
     rows = zip(run.exams, run.probabilities, run.findings(), strict=True)
     for exam, probs, found in list(rows)[:MAX_TABLE_ROWS]:
         table.add_row(exam.id, *(f"{p:.3f}" for p in probs), ", ".join(found) or "-",

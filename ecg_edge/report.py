@@ -356,6 +356,7 @@ class ReportWriter:
     part), then index.html. Use as `run_inference(..., on_batch=writer.add)`, then `writer.finish()`."""
 
     def __init__(self, folder: Path, workers: int | None = None) -> None:
+        import multiprocessing
         import os
         from concurrent.futures import ProcessPoolExecutor
 
@@ -363,7 +364,9 @@ class ReportWriter:
         self.rows: list[dict[str, Any]] = []
         self.taken: set[str] = set()
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
-        self.pool = ProcessPoolExecutor(self.workers) if self.workers > 1 else None
+        # spawn, not fork: the parent runs onnxruntime's and the reader's threads
+        context = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=context) if self.workers > 1 else None
         self.pending: list[Any] = []
         self.classes: list[str] = []
         self.thresholds: dict[str, float] = {}
