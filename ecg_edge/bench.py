@@ -22,7 +22,7 @@ import numpy as np
 
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
-from ecg_edge.spec import LEADS, N_SAMPLES
+from ecg_edge.spec import LEADS, N_SAMPLES, PRECISIONS
 
 N_BUFFERS = 4  # inputs rotate among these, so no cache holds a single batch
 
@@ -60,7 +60,7 @@ def count_flops(onnx_path: str | Path) -> float:
     return flops
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -72,7 +72,7 @@ def _cpu_model() -> str:
 
 def measure_cpu_peak(cache_dir: Path | None = None, n: int = 2048, repeats: int = 5) -> float:
     """float32 GFLOP/s of a large numpy matrix product (best of `repeats`), cached per machine."""
-    key = f"{_cpu_model()}|{os.cpu_count()}|numpy {np.__version__}"
+    key = f"{cpu_model()}|{os.cpu_count()}|numpy {np.__version__}"
     cache = cache_dir / "cpu_peak.json" if cache_dir else None
     if cache and cache.exists():
         stored = json.loads(cache.read_text())
@@ -106,7 +106,7 @@ def _command(*args: str) -> str | None:
 
 def environment() -> dict[str, Any]:
     """The machine and software a result belongs to (read, never set)."""
-    env: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
+    env: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
                            "python": platform.python_version()}
     for dist in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorflow", "numpy"):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -227,8 +227,9 @@ def run_matrix(
         raise InputError(export_dir, "no FP32 ONNX file to count FLOPs from")
     flops = count_flops(verified_path(export_dir, manifest, fp32))
     peak = measure_cpu_peak(cache_dir)
-    precisions = precisions or sorted({e["precision"] for e in manifest["files"].values()},
-                                      key=["fp32", "fp16", "int8"].index)
+    gated = {p for p, e in manifest.get("runtime_precisions", {}).items() if e.get("parity", {}).get("passed")}
+    precisions = precisions or sorted({e["precision"] for e in manifest["files"].values()} | gated,
+                                      key=PRECISIONS.index)
     results: list[BenchResult] = []
     for name in backends or AUTO_ORDER:
         for precision in precisions:

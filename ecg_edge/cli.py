@@ -430,7 +430,8 @@ def export(
     model: Annotated[Path | None, typer.Argument(help="A .keras file or the original model.hdf5 "
                                                          "(default: the model home's model).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Export folder (default: the model home's).")] = None,
-    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8.")] = "fp32,fp16,int8",
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, bf16 (gated where the CPU "
+                                                "runs it), int8.")] = "fp32,fp16,bf16,int8",
     calibration: Annotated[list[Path] | None, typer.Option(
         help="INT8 calibration ECGs: HDF5, WFDB records or folders (default: a synthetic set).")] = None,
     validation: Annotated[list[Path] | None, typer.Option(
@@ -594,8 +595,8 @@ def _run_and_report(
 
     try:
         with runner, progress_bar("inferring" if writer is None else "inferring and drawing", total=total) as advance:
-            err_console.print(f"backend: {runner.describe()} ({'auto' if backend == 'auto' else 'chosen'})",
-                              markup=False, highlight=False)
+            how = f"auto: {runner.choice}" if runner.choice else "auto" if backend == "auto" else "chosen"
+            err_console.print(f"backend: {runner.describe()} ({how})", markup=False, highlight=False)
             run = run_inference(paths, runner, manifest, batch=batch, options=options, thresholds=overrides,
                                 progress=advance, on_skip=report_skip, on_batch=writer.add if writer else None)
         if not run.exams:
@@ -614,8 +615,9 @@ def _run_and_report(
 def infer(
     recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
     model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
-    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or keras.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino "
+                                              "or keras.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 (openvino) or int8.")] = "fp32",
     batch: Annotated[int, typer.Option(min=1, help="Exams per batch.")] = 64,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write all results to .csv or .json.")] = None,
     threshold: Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=VALUE (repeatable).")] = None,
@@ -651,8 +653,9 @@ def report(
     recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the sheets and index.html (made if missing).")],
     model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
-    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu or keras.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino "
+                                              "or keras.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 (openvino) or int8.")] = "fp32",
     batch: Annotated[int, typer.Option(min=1, help="Exams per batch.")] = 64,
     threshold: Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=VALUE (repeatable).")] = None,
     scale: Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")] = 1.0,

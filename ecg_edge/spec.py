@@ -14,6 +14,8 @@ LEADS: tuple[str, ...] = (
 UNITS = "mV"
 # Suffixes of CODE-layout HDF5 files (many exams per file).
 HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
+# Precisions, in the order tables list them. bf16 has no file: OpenVINO runs the FP32 file in bfloat16.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 # Batch range TensorRT builds for (engines, and the TensorRT EP's): smallest, typical, largest.
 BATCH_PROFILE: dict[str, int] = {"min": 1, "opt": 64, "max": 256}
 

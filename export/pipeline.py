@@ -25,11 +25,10 @@ from ecg_edge.errors import InputError
 from ecg_edge.export.parity import Parity, compare
 from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8, to_fp16
 from ecg_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
-from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
+from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES, PRECISIONS, SAMPLING_RATE_HZ, UNITS
 
 ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 SYMMETRIC_INT8_NAME = "model.int8.sym.onnx"
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class ExportGateError(RuntimeError):
@@ -45,6 +44,7 @@ class ExportOptions:
     dla_core: int | None = None
     fp32_atol: float = 1e-4  # FP32 ONNX vs Keras
     fp16_atol: float = 2e-2  # FP16 vs FP32 ONNX
+    bf16_atol: float = 5e-2  # BF16 (8-bit mantissa) vs FP32 ONNX
     min_agreement: float = 0.95  # findings agreement of FP16/INT8 with FP32
     n_calibration: int = 128
     n_synthetic_validation: int = 48
@@ -193,6 +193,10 @@ def export_model(
                 else:
                     rejected["int8"] = parity
 
+        runtime_precisions = {}
+        if "bf16" in options.precisions:
+            runtime_precisions["bf16"] = _gate_bf16(fp32_path, x_val, fp32_out, thresholds, options, rejected, log)
+
         if options.engine:
             _build_engines(staging, files, recipe, x_cal, x_val, fp32_out, thresholds, options, rejected, log)
 
@@ -212,6 +216,7 @@ def export_model(
             "opset": OPSET,
             "graph_rewrites": rewrites,
             "files": files,
+            "runtime_precisions": runtime_precisions,
             "rejected": {k: v.as_dict() for k, v in rejected.items()},
             "calibration": cal_summary | ({"recipe": recipe.label} if recipe else {}),
             "validation": val_sources,
@@ -225,6 +230,33 @@ def export_model(
         numbers = "; ".join(f"{k}: {v.summary()}" for k, v in rejected.items())
         raise ExportGateError(f"failed their gates and were not written: {numbers}")
     return result
+
+
+def _gate_bf16(
+    fp32_path: Path, x_val: np.ndarray, fp32_out: np.ndarray, thresholds: np.ndarray, options: ExportOptions,
+    rejected: dict[str, Parity], log: Callable[[str], None],
+) -> dict[str, Any]:
+    """BF16 has no file of its own: OpenVINO runs the FP32 file in bfloat16. Gated here like a file,
+    where this CPU can run it; elsewhere the manifest says why it was not."""
+    from ecg_edge.backends.base import infer_all
+    from ecg_edge.backends.openvino import OpenVinoBackend, bf16_status
+
+    entry: dict[str, Any] = {"file": fp32_path.name, "runtime": "openvino"}
+    usable, why = bf16_status()
+    if not usable:
+        log(f"BF16: not gated ({why})")
+        return entry | {"why": why}
+    log("BF16 (OpenVINO)")
+    runner = OpenVinoBackend(fp32_path, precision="bf16")
+    with runner:
+        out = infer_all(runner, x_val, batch=32)
+        entry["ran"] = runner.ran
+    parity = compare(fp32_out, out, thresholds, "onnx fp32", max_abs=options.bf16_atol,
+                     min_agreement=options.min_agreement)
+    log(f"  bf16 vs fp32: {parity.summary()}")
+    if not parity.passed:
+        rejected["bf16"] = parity
+    return entry | {"parity": parity.as_dict()}
 
 
 def _choose_int8(

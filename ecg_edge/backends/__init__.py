@@ -9,8 +9,10 @@ from typing import Any
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 
-# Fastest first: what `auto` tries.
-AUTO_ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
+# Fastest first: what `auto` tries. Of the CPU runtimes, `auto` takes the one measured fastest here.
+GPU_ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda")
+CPU_BACKENDS = ("ort-cpu", "openvino")
+AUTO_ORDER = (*GPU_ORDER, *CPU_BACKENDS)
 BACKENDS = (*AUTO_ORDER, "keras")
 
 
@@ -24,8 +26,13 @@ def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tupl
         if find_file(manifest, "tensorrt", precision) is None:
             return False, f"no {precision} TensorRT engine in the export (ecg-edge export --engine)"
         return tensorrt_status()
+    if name == "openvino":
+        return _openvino_present(manifest, precision)
     if name.startswith("ort-"):
         from ecg_edge.backends.onnxruntime import PROVIDERS, available_providers
+
+        if precision == "bf16":
+            return False, "onnxruntime has no BF16 path on the CPU (the openvino backend has)"
 
         if find_file(manifest, "onnx", precision) is None:
             return False, f"no {precision} ONNX file in the export"
@@ -47,35 +54,76 @@ def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tupl
     return False, f"unknown backend {name!r}"
 
 
+def _openvino_present(manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
+    from ecg_edge.backends.openvino import INFERENCE_PRECISION, bf16_status, openvino_status
+    from ecg_edge.manifest import find_file
+
+    ok, why = openvino_status()
+    if not ok:
+        return ok, why
+    if precision not in INFERENCE_PRECISION:
+        return False, f"OpenVINO here runs {', '.join(INFERENCE_PRECISION)}; {precision} on a CPU runs as fp32"
+    if find_file(manifest, "onnx", "fp32" if precision == "bf16" else precision) is None:
+        return False, f"no {precision} ONNX file in the export"
+    if precision == "bf16":
+        gate = manifest.get("runtime_precisions", {}).get("bf16", {})
+        if not gate.get("parity", {}).get("passed"):
+            return False, f"BF16 was not gated at export ({gate.get('why', 'export made before BF16 existed')})"
+        return bf16_status()
+    return True, ""
+
+
 def open_backend(
     export_dir: str | Path, backend: str = "auto", precision: str = "fp32", threads: int | None = None,
     cuda_graph: bool = False,
 ) -> tuple[Backend, dict[str, Any]]:
     """A ready-to-activate backend for an export folder, and the manifest.
 
-    `auto` takes the first present of AUTO_ORDER; a backend named explicitly that is not present
-    is an error that says why. `cuda_graph` applies to ort-cuda only (see OnnxRuntimeBackend).
+    `auto` takes the first present of GPU_ORDER, else the CPU runtime measured fastest on this
+    machine for this file and precision (`choice.fastest_cpu_runtime`; why is in `runner.choice`).
+    A backend named explicitly that is not present is an error that says why. `cuda_graph` applies
+    to ort-cuda only (see OnnxRuntimeBackend).
     """
-    from ecg_edge.manifest import find_file, load_manifest, sha256_file, verified_path
+    from ecg_edge.manifest import load_manifest
 
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
+    choice = ""
     if backend == "auto":
-        reasons = []
+        reasons, cpu = [], []
         for name in AUTO_ORDER:
             ok, why = backend_present(name, manifest, precision)
-            if ok:
+            if ok and name in GPU_ORDER:
                 backend = name
                 break
-            reasons.append(f"{name}: {why}")
+            if ok:
+                cpu.append(name)
+            else:
+                reasons.append(f"{name}: {why}")
         else:
-            raise InputError(export_dir, "no backend can run it: " + "; ".join(reasons))
+            if not cpu:
+                raise InputError(export_dir, "no backend can run it: " + "; ".join(reasons))
+            backend, choice = cpu[0], "the only CPU runtime present"
+            if len(cpu) > 1:
+                from ecg_edge.backends.choice import fastest_cpu_runtime
+
+                backend, choice = fastest_cpu_runtime(export_dir, manifest, precision, cpu, threads)
     elif backend not in BACKENDS:
         raise InputError(None, f"unknown backend {backend!r}: choose from auto, {', '.join(BACKENDS)}")
     else:
         ok, why = backend_present(backend, manifest, precision)
         if not ok:
             raise InputError(export_dir, f"backend {backend} cannot run {precision}: {why}")
+
+    runner = _construct(export_dir, manifest, backend, precision, threads, cuda_graph)
+    runner.choice = choice
+    return runner, manifest
+
+
+def _construct(
+    export_dir: Path, manifest: dict[str, Any], backend: str, precision: str, threads: int | None, cuda_graph: bool,
+) -> Backend:
+    from ecg_edge.manifest import find_file, sha256_file, verified_path
 
     if backend == "keras":
         from ecg_edge.backends.keras import KerasBackend
@@ -85,14 +133,20 @@ def open_backend(
             raise InputError(source, "the Keras model this export was made from is gone")
         if sha256_file(source) != manifest["model"]["source_sha256"]:
             raise InputError(source, "Keras model changed since the export (sha256 differs): re-export")
-        return KerasBackend(source), manifest
+        return KerasBackend(source)
+    if backend == "openvino":
+        from ecg_edge.backends.openvino import OpenVinoBackend
+
+        onnx_file = find_file(manifest, "onnx", "fp32" if precision == "bf16" else precision)
+        assert onnx_file is not None
+        return OpenVinoBackend(verified_path(export_dir, manifest, onnx_file), precision=precision, threads=threads)
     if backend == "tensorrt":
         from ecg_edge.backends.tensorrt import TensorRTBackend
 
         engine = find_file(manifest, "tensorrt", precision)
         assert engine is not None
         plan = verified_path(export_dir, manifest, engine)
-        return TensorRTBackend(plan, manifest["files"][engine], precision=precision), manifest
+        return TensorRTBackend(plan, manifest["files"][engine], precision=precision)
 
     from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -102,7 +156,7 @@ def open_backend(
     path = verified_path(export_dir, manifest, onnx_file)
     return OnnxRuntimeBackend(path, device=device, threads=threads, precision=precision,
                               trt_cache_dir=export_dir / "ort-trt-cache" if device == "tensorrt" else None,
-                              cuda_graph=cuda_graph), manifest
+                              cuda_graph=cuda_graph)
 
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "Backend", "backend_present", "open_backend"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "CPU_BACKENDS", "GPU_ORDER", "Backend", "backend_present", "open_backend"]

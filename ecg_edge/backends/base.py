@@ -27,6 +27,7 @@ class Backend:
         self.active = False
         self.last_inference_s: float | None = None
         self.max_batch: int | None = None
+        self.choice = ""  # why `auto` chose this backend, when it did
 
     def activate(self) -> Backend:
         if not self.active:
