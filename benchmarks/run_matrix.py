@@ -17,11 +17,12 @@ import platform
 import tempfile
 from pathlib import Path
 
-from ecg_edge.backends import AUTO_ORDER, backend_present, open_backend
+from ecg_edge.backends import AUTO_ORDER, CPU_BACKENDS, backend_present, open_backend
 from ecg_edge.bench import bench_backend, run_matrix
 from ecg_edge.export.pipeline import random_weight_export
 from ecg_edge.infer import run_inference
 from ecg_edge.manifest import load_manifest
+from ecg_edge.spec import PRECISIONS
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -39,6 +40,32 @@ def end_to_end(export_dir: Path, tmp: Path, precision: str, batch: int, n: int) 
             "raw_ecg_per_s": raw.throughput_ecg_per_s, "ratio": run.throughput / raw.throughput_ecg_per_s}
 
 
+def cpu_runtime_ratios(rows: dict, auto: dict[str, str]) -> dict[str, float]:
+    """onnxruntime vs OpenVINO per precision at batch 64, BF16 and INT8 against FP32, and whether
+    `auto` took the faster runtime (its pick's throughput over the best CPU row's)."""
+    def rate(backend: str, precision: str) -> float | None:
+        row = rows.get((backend, precision, 64))
+        return row["throughput_ecg_per_s"] if row else None
+
+    out = {}
+    best = {}
+    for precision in PRECISIONS:
+        found = {b: r for b in CPU_BACKENDS if (r := rate(b, precision)) is not None}
+        if not found:
+            continue
+        best[precision] = max(found.values())
+        if len(found) == 2:
+            out[f"OpenVINO / ORT {precision} throughput, batch 64"] = found["openvino"] / found["ort-cpu"]
+        if auto.get(precision) in found:
+            out[f"auto's pick ({auto[precision]}) / best CPU runtime, {precision} batch 64 (target >= 1.0)"] = (
+                found[auto[precision]] / best[precision])
+    if "bf16" in best and "fp32" in best:
+        out["BF16 / FP32 best CPU throughput, batch 64 (target >= 1.7 with AVX512-BF16)"] = best["bf16"] / best["fp32"]
+    if "int8" in best and "fp32" in best:
+        out["INT8 / FP32 best CPU throughput, batch 64 (target >= 3.0)"] = best["int8"] / best["fp32"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=5.0)
@@ -48,10 +75,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = args.model or random_weight_export(Path(tmp))
         manifest = load_manifest(export_dir)
-        present = [b for b in AUTO_ORDER if any(backend_present(b, manifest, p)[0] for p in ("fp32", "fp16", "int8"))]
+        present = [b for b in AUTO_ORDER if any(backend_present(b, manifest, p)[0] for p in PRECISIONS)]
         report = run_matrix(export_dir, [1, 64], ["keras", *present], [], 1.0, args.duration, None,
                             log=print)
         report["end_to_end"] = end_to_end(export_dir, Path(tmp), "int8", 64, args.e2e_exams)
+        report["auto"] = {p: open_backend(export_dir, "auto", p)[0].name for p in PRECISIONS
+                          if any(backend_present(b, manifest, p)[0] for b in AUTO_ORDER)}
     rows = {(r["backend"], r["precision"], r["batch"]): r for r in report["results"]}
     ratios = {}
     if ("keras", "fp32", 1) in rows and ("ort-cpu", "fp32", 1) in rows:
@@ -62,6 +91,7 @@ def main() -> None:
         ratios["ORT INT8 / FP32 throughput, batch 64 (target >= 2.5)"] = (
             rows[("ort-cpu", "int8", 64)]["throughput_ecg_per_s"] / fp32_64["throughput_ecg_per_s"])
     ratios["ORT FP32 share of float32 peak, batch 64 (target >= 0.8)"] = fp32_64["share_of_cpu_peak"]
+    ratios |= cpu_runtime_ratios(rows, report["auto"])
     ratios["infer end-to-end / raw backend, INT8 batch 64 (target >= 0.9)"] = report["end_to_end"]["ratio"]
     report["ratios"] = ratios
 
@@ -81,6 +111,11 @@ def main() -> None:
         lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['throughput_ecg_per_s']:.1f} | "
                      + " | ".join(f"{lat[k]:.1f}" for k in ("min", "median", "p90", "p99", "max"))
                      + f" | {r['gflops_per_s']:.0f} | {share} |")
+    ran = {(r["backend"], r["precision"]): r["describe"] for r in report["results"]}
+    lines += ["", "What ran (read back from each runtime):", ""]
+    lines += [f"- {b} {p}: {what}" for (b, p), what in ran.items()]
+    if report.get("auto"):
+        lines += ["", "`auto` picks here: " + ", ".join(f"{p}: {b}" for p, b in report["auto"].items())]
     device_rows = [r for r in report["results"] if r.get("compute_ms")]
     if device_rows:  # TensorRT: CUDA-event time apart from the host copies, as trtexec reports them
         lines += ["", "| backend | precision | batch | host latency median | GPU compute median |",

@@ -227,13 +227,17 @@ def run_matrix(
         raise InputError(export_dir, "no FP32 ONNX file to count FLOPs from")
     flops = count_flops(verified_path(export_dir, manifest, fp32))
     peak = measure_cpu_peak(cache_dir)
+    asked = bool(backends and precisions)  # both named: a combination that cannot run is an error
     gated = {p for p, e in manifest.get("runtime_precisions", {}).items() if e.get("parity", {}).get("passed")}
     precisions = precisions or sorted({e["precision"] for e in manifest["files"].values()} | gated,
                                       key=PRECISIONS.index)
     results: list[BenchResult] = []
     for name in backends or AUTO_ORDER:
         for precision in precisions:
-            if not backends and not backend_present(name, manifest, precision)[0]:
+            present, why = backend_present(name, manifest, precision)
+            if not present and not asked:
+                if backends:
+                    log(f"skip {name} {precision}: {why}")
                 continue
             if name == "keras" and precision != "fp32":  # the reference runs in float32 only
                 continue

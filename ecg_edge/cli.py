@@ -596,7 +596,7 @@ def _run_and_report(
     try:
         with runner, progress_bar("inferring" if writer is None else "inferring and drawing", total=total) as advance:
             how = f"auto: {runner.choice}" if runner.choice else "auto" if backend == "auto" else "chosen"
-            err_console.print(f"backend: {runner.describe()} ({how})", markup=False, highlight=False)
+            err_console.print(f"backend: {runner.describe()} ({how})", markup=False, highlight=False, soft_wrap=True)
             run = run_inference(paths, runner, manifest, batch=batch, options=options, thresholds=overrides,
                                 progress=advance, on_skip=report_skip, on_batch=writer.add if writer else None)
         if not run.exams:

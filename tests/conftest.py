@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests never touch the user's ~/.ecg-edge: one throwaway home for the session (the `home` fixture
+# gives a test a fresh one); `auto`'s measured CPU-runtime choice is cached there once per export.
+os.environ["ECG_EDGE_HOME"] = tempfile.mkdtemp(prefix="ecg-edge-test-home-")
 sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED_WFDB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wfdb"

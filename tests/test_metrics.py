@@ -41,6 +41,14 @@ def test_against_scikit_learn():
 def test_max_f1_threshold_and_bootstrap():
     y = np.array([0, 0, 0, 1, 1, 1])
     score = np.array([0.1, 0.2, 0.35, 0.3, 0.8, 0.9])
-    assert max_f1_threshold(y, score) == pytest.approx(0.3)
+    # called strictly above: 0.2 calls 0.3, 0.35, 0.8, 0.9 (F1 6/7), the best split
+    assert max_f1_threshold(y, score) == pytest.approx(0.2)
+    rng = np.random.default_rng(3)
+    for _ in range(20):  # against brute force over every threshold that changes the calls, ties included
+        yy = rng.random(60) < 0.3
+        ss = np.round(rng.random(60), 1)
+        candidates = [*np.unique(ss), ss.min() - 1]
+        best = max(threshold_metrics(yy, ss > t)["f1"] for t in candidates)
+        assert threshold_metrics(yy, ss > max_f1_threshold(yy, ss))["f1"] == pytest.approx(best)
     lo, hi = bootstrap_ci(auroc, np.tile(y, 20), np.tile(score, 20), n=100)
     assert lo <= auroc(y, score) <= hi and hi - lo < 0.3

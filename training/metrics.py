@@ -66,12 +66,23 @@ def auprc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def max_f1_threshold(y: np.ndarray, score: np.ndarray) -> float:
-    """The threshold that maximises F1 (choose it on validation data, never on the test set)."""
-    candidates = np.unique(score)
-    if not y.any() or len(candidates) == 0:
+    """The threshold that maximises F1 when findings are called strictly above it (`spec.called`);
+    choose it on validation data, never on the test set. One sort: O(n log n).
+
+    Calling the exams scored >= s_k positive (s_k a distinct score, descending) is the threshold
+    s_(k+1), the next lower score, under the strict rule (just below the lowest score for all)."""
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    if not y.any() or score.size == 0:
         return 0.5
-    f1 = [threshold_metrics(y, score >= t)["f1"] for t in candidates]
-    return float(candidates[int(np.nanargmax(f1))])
+    order = np.argsort(-score, kind="stable")
+    s, hits = score[order], y[order]
+    last = np.r_[s[1:] != s[:-1], True]  # the last exam of each run of equal scores
+    tp, called_n = np.cumsum(hits)[last], (np.arange(s.size) + 1)[last]
+    f1 = 2 * tp / (called_n + y.sum())  # 2TP / (2TP + FP + FN)
+    k = int(np.argmax(f1))
+    values = s[last]
+    return float(values[k + 1]) if k + 1 < values.size else float(np.nextafter(values[k], -np.inf))
 
 
 def bootstrap_ci(

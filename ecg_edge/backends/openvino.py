@@ -89,9 +89,9 @@ class OpenVinoBackend(Backend):
         hint = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # an ov.Type: 'f32', 'bf16'
         convolutions: Counter[str] = Counter()
         for op in self._compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            if "layerType" in info and "Convolution" in str(info["layerType"]) and "runtimePrecision" in info:
-                convolutions[str(info["runtimePrecision"])] += 1
+            info = op.get_rt_info()  # values are OVAny: astype(str) reads them
+            if "layerType" in info and info["layerType"].astype(str) == "Convolution":
+                convolutions[info["runtimePrecision"].astype(str)] += 1
         return {"inference_precision": hint, "convolutions": dict(convolutions),
                 "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS")),
                 "streams": int(self._compiled.get_property("NUM_STREAMS"))}
