@@ -251,7 +251,7 @@ def run_matrix(
                             continue
                         log(f"{runner.name} {precision} batch {batch} ...")
                         result = bench_backend(runner, batch, flops, warmup_s, duration_s)
-                        if name in ("ort-cpu", "keras") and precision == "fp32":  # the peak is float32's
+                        if name in ("ort-cpu", "openvino", "keras") and precision == "fp32":  # float32 peak
                             result.share_of_cpu_peak = result.gflops_per_s / peak
                         results.append(result)
     return {"environment": environment(), "export": str(export_dir), "gflop_per_ecg": flops / 1e9,

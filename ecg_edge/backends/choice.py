@@ -1,6 +1,6 @@
 """Which CPU runtime `auto` takes: the one measured fastest on this machine, for this file and precision.
 
-Measured once (a short timing of each runtime present, batch 16) and cached in the model home with
+Measured once (a short timing of each runtime present, batch 8) and cached in the model home with
 what decides it: the CPU's name and core count, the thread setting, the runtimes' versions and the
 model file's sha256. A new CPU, a new runtime version or a new export is measured again.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 CACHE_NAME = "cpu-runtime-choice.json"
-TIMING_BATCH = 16
-TIMING_S = 0.6  # per runtime, after a warm-up: enough to tell them apart, short at first use
+TIMING_BATCH = 8
+TIMING_S = 0.5  # per runtime, after two warm-up runs: enough to tell them apart, short at first use
 
 
 def _versions() -> str:
@@ -73,5 +73,5 @@ def _time(export_dir: Path, manifest: dict[str, Any], name: str, precision: str,
 
     runner = _construct(export_dir, manifest, name, precision, threads, cuda_graph=False)
     with runner:
-        result = bench_backend(runner, TIMING_BATCH, 0.0, warmup_s=0.3, duration_s=TIMING_S, min_runs=3)
+        result = bench_backend(runner, TIMING_BATCH, 0.0, warmup_s=0.0, duration_s=TIMING_S, min_runs=3)
     return result.throughput_ecg_per_s
