@@ -501,6 +501,20 @@ def parse_thresholds(values: list[str], classes: list[str]) -> dict[str, float]:
     return out
 
 
+# Options several commands share: one definition each.
+ScaleOption = Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")]
+FsOption = Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")]
+LeadsOption = Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")]
+KeepGoingOption = Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")]
+ModelOption = Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")]
+BackendOption = Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino "
+                                                 "or keras.")]
+PrecisionOption = Annotated[str, typer.Option(help="fp32, fp16, bf16 (openvino) or int8.")]
+BatchOption = Annotated[int, typer.Option(min=1, help="Exams per batch.")]
+ThresholdOption = Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=VALUE (repeatable).")]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime or OpenVINO.")]
+
+
 MAX_TABLE_ROWS = 40
 RECORDINGS_HELP = ("Recordings in any mix of formats (CODE-layout HDF5, WFDB, DICOM, GE MUSE XML, HL7 aECG, "
                    "Philips Sierra XML, EDF/EDF+, .npy), or folders of them.")
@@ -510,10 +524,10 @@ RECORDINGS_HELP = ("Recordings in any mix of formats (CODE-layout HDF5, WFDB, DI
 @user_errors
 def convert(
     inputs: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP + " The last argument is OUT.h5.")],
-    scale: Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")] = 1.0,
-    fs: Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")] = None,
-    leads: Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")] = None,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
+    scale: ScaleOption = 1.0,
+    fs: FsOption = None,
+    leads: LeadsOption = None,
+    keep_going: KeepGoingOption = False,
 ) -> None:
     """Any readable recordings into one CODE-layout HDF5 (tracings, exam_id, source), streamed."""
     from ecg_edge.convert import check_hdf5_output, convert_to_hdf5
@@ -614,18 +628,17 @@ def _run_and_report(
 @user_errors
 def infer(
     recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
-    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
-    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino "
-                                              "or keras.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 (openvino) or int8.")] = "fp32",
-    batch: Annotated[int, typer.Option(min=1, help="Exams per batch.")] = 64,
+    model: ModelOption = None,
+    backend: BackendOption = "auto",
+    precision: PrecisionOption = "fp32",
+    batch: BatchOption = 64,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write all results to .csv or .json.")] = None,
-    threshold: Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=VALUE (repeatable).")] = None,
-    scale: Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")] = 1.0,
-    fs: Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")] = None,
-    leads: Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
+    threshold: ThresholdOption = None,
+    scale: ScaleOption = 1.0,
+    fs: FsOption = None,
+    leads: LeadsOption = None,
+    threads: ThreadsOption = None,
+    keep_going: KeepGoingOption = False,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "
                                              "and replay it (fixed batch).")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also draw each exam's 12-lead sheet and an "
@@ -652,17 +665,16 @@ def infer(
 def report(
     recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
     out: Annotated[Path, typer.Option("--out", help="Folder for the sheets and index.html (made if missing).")],
-    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
-    backend: Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino "
-                                              "or keras.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16, bf16 (openvino) or int8.")] = "fp32",
-    batch: Annotated[int, typer.Option(min=1, help="Exams per batch.")] = 64,
-    threshold: Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=VALUE (repeatable).")] = None,
-    scale: Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")] = 1.0,
-    fs: Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")] = None,
-    leads: Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")] = False,
+    model: ModelOption = None,
+    backend: BackendOption = "auto",
+    precision: PrecisionOption = "fp32",
+    batch: BatchOption = 64,
+    threshold: ThresholdOption = None,
+    scale: ScaleOption = 1.0,
+    fs: FsOption = None,
+    leads: LeadsOption = None,
+    threads: ThreadsOption = None,
+    keep_going: KeepGoingOption = False,
 ) -> None:
     """A 12-lead sheet per exam (PNG and SVG, with findings and quality flags) and a browsable index.html."""
     run = _run_and_report(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
@@ -683,7 +695,7 @@ def bench(
     precision: Annotated[list[str] | None, typer.Option(help="Precisions (repeatable; default: all exported).")] = None,
     warmup: Annotated[float, typer.Option(help="Warm-up seconds per configuration.")] = 1.0,
     duration: Annotated[float, typer.Option(help="Timed seconds per configuration.")] = 5.0,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime.")] = None,
+    threads: ThreadsOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every number to this JSON file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write latency/throughput plots to this PNG.")] = None,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "

@@ -53,8 +53,22 @@ class Exam:
     fs: float = SAMPLING_RATE_HZ
 
 
+class _Exams:
+    """Per-exam columns of anything that holds `exams`."""
+
+    exams: list[Exam]
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.exams]
+
+    @property
+    def sources(self) -> list[str]:
+        return [e.source for e in self.exams]
+
+
 @dataclass
-class InferenceRun:
+class InferenceRun(_Exams):
     classes: list[str]
     thresholds: dict[str, float]
     exams: list[Exam] = field(default_factory=list)
@@ -65,14 +79,6 @@ class InferenceRun:
     model_sha256: str = ""
     wall_s: float = 0.0
     compute_s: float = 0.0
-
-    @property
-    def ids(self) -> list[str]:
-        return [e.id for e in self.exams]
-
-    @property
-    def sources(self) -> list[str]:
-        return [e.source for e in self.exams]
 
     def findings(self, probabilities: np.ndarray | None = None) -> list[list[str]]:
         """Per exam (of the run, or of `probabilities`): the classes above their thresholds (binary:
@@ -94,19 +100,11 @@ def count_exams(paths: Sequence[Path]) -> int:
 
 
 @dataclass
-class Batch:
+class Batch(_Exams):
     """Model inputs (n, 4096, 12) and what is known of each exam."""
 
     exams: list[Exam]
     x: np.ndarray
-
-    @property
-    def ids(self) -> list[str]:
-        return [e.id for e in self.exams]
-
-    @property
-    def sources(self) -> list[str]:
-        return [e.source for e in self.exams]
 
 
 def _hdf5_exam(exam_id: str, path: Path, x: np.ndarray, options: ReadOptions) -> Exam:
