@@ -733,6 +733,48 @@ def bench(
         console.print(f"wrote {plot}")
 
 
+@app.command()
+@user_errors
+def doctor(
+    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """What this machine can run and why: CPU instruction sets, runtimes that really start, and the
+    backend `auto` takes for each precision of the export (and why each other one is out)."""
+    import json
+
+    from ecg_edge.doctor import diagnose
+    from ecg_edge.home import home_export_dir
+
+    report = diagnose(model or home_export_dir())
+    if json_out:
+        print(json.dumps(report, indent=1))
+        return
+    cpu = report["cpu"]
+    console.print(f"CPU: {cpu['model']} ({cpu['cores']} cores, {cpu['machine']}): "
+                  f"{', '.join(cpu['isa']) or 'no AVX2/AVX-512/NEON reported'}", highlight=False, markup=False)
+    console.print("runtimes: " + (", ".join(f"{k} {v}" for k, v in report["runtimes"].items()) or "none"),
+                  highlight=False, markup=False)
+    for provider, state in report["onnxruntime_providers"].items():
+        console.print(f"  onnxruntime {provider}: {state}", highlight=False, markup=False)
+    console.print(f"BF16 (OpenVINO): {'yes' if report['bf16']['usable'] else 'no, ' + report['bf16']['why']}",
+                  highlight=False, markup=False)
+    console.print(f"TensorRT: {report['tensorrt']['why']}", highlight=False, markup=False)
+    auto = report["auto"]
+    if "note" in auto:
+        console.print(f"auto: {auto['note']}", highlight=False, markup=False)
+        return
+    table = Table(title=f"auto for {auto['export']}", box=box.SIMPLE_HEAD)
+    for column in ("precision", "takes", "why", "others out"):
+        table.add_column(column, overflow="fold")
+    for precision, entry in auto.items():
+        if precision == "export":
+            continue
+        out = "; ".join(f"{k}: {v}" for k, v in entry["out"].items())
+        table.add_row(precision, entry.get("picks", "-"), entry.get("why", "nothing can run it"), out)
+    console.print(table)
+
+
 def bench_table(report: dict) -> Table:
     env = report["environment"]
     table = Table(title=f"{env['cpu']} ({env['cores']} cores){' + ' + env['gpu'] if 'gpu' in env else ''}",

@@ -115,3 +115,24 @@ def test_cli_says_which_runtime_auto_took_and_why(tmp_path, home):
     bad = run_cli("infer", str(tmp_path / "a.npy"), "--model", str(export), "--backend", "openvino",
                   "--precision", "fp16")
     assert bad.exit_code == 2 and "fp16 on a CPU runs as fp32" in bad.output
+
+
+def test_doctor_reports_isa_runtimes_and_auto(tmp_path, home):
+    from ecg_edge.doctor import cpu_isa
+
+    assert cpu_isa("flags\t\t: fpu avx2 avx512f avx512_vnni\n") == ["AVX2", "AVX-512", "AVX512-VNNI"]
+    assert cpu_isa("Features\t: fp asimd sve bf16\n") == ["NEON", "SVE", "BF16 (Arm)"]
+    export = tiny_export(tmp_path / "tiny")
+    r = run_cli("doctor", "--model", str(export), "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert report["onnxruntime_providers"]["CPUExecutionProvider"] == "starts"
+    assert report["bf16"]["usable"] == _bf16_here()[0]
+    fp32 = report["auto"]["fp32"]
+    assert fp32["picks"] in ("ort-cpu", "openvino") and "fastest CPU runtime" in fp32["why"]
+    assert "no fp32 TensorRT engine" in fp32["out"]["tensorrt"]
+    assert "picks" not in report["auto"]["int8"] and "no int8 ONNX file" in report["auto"]["int8"]["out"]["ort-cpu"]
+    text = run_cli("doctor", "--model", str(export))
+    assert text.exit_code == 0 and "auto for" in text.output
+    if "not installed" in report["tensorrt"]["why"]:  # the install hint survives the console's markup
+        assert "ecg-edge[tensorrt]" in text.output.replace("\n", "")

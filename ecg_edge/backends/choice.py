@@ -52,7 +52,7 @@ def fastest_cpu_runtime(
     entry = stored.get(key)
     if entry is None or set(entry["ecg_per_s"]) != set(candidates):
         entry = {"ecg_per_s": {name: _time(export_dir, manifest, name, precision, threads) for name in candidates},
-                 "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                 "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "batch": TIMING_BATCH}
         stored[key] = entry
         with contextlib.suppress(OSError):  # a read-only home measures again next time
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,7 @@ def fastest_cpu_runtime(
     best = max(rates, key=rates.get)
     others = ", ".join(f"{name} {rate:.0f}" for name, rate in rates.items() if name != best)
     return best, (f"fastest CPU runtime here for {precision}: {rates[best]:.0f} ECG/s vs {others} "
-                  f"({how}, batch {TIMING_BATCH})")
+                  f"({how}, batch {entry.get('batch', '?')})")
 
 
 def _time(export_dir: Path, manifest: dict[str, Any], name: str, precision: str, threads: int | None) -> float:

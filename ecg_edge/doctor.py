@@ -1,0 +1,105 @@
+"""What this machine can run, and why: the CPU's instruction sets, the runtimes that really start,
+and which backend `auto` takes for each precision of an export (with each other one's reason).
+
+It reads, never sets: nothing is installed or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# Instruction-set flags that decide speed here, as /proc/cpuinfo names them (x86 'flags', Arm 'Features').
+ISA_FLAGS = {
+    "avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx512_bf16": "AVX512-BF16",
+    "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8", "asimd": "NEON", "sve": "SVE", "bf16": "BF16 (Arm)",
+}
+
+
+def cpu_isa(cpuinfo: str | None = None) -> list[str]:
+    """The instruction sets above that this CPU reports."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found |= set(value.split())
+    return [name for flag, name in ISA_FLAGS.items() if flag in found]
+
+
+def _tiny_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def onnxruntime_providers() -> dict[str, str]:
+    """Each provider onnxruntime lists, and whether a session really starts on it (it may list
+    CUDA or TensorRT and then fall back to the CPU)."""
+    import onnxruntime as ort
+
+    model = _tiny_model()
+    out = {}
+    for provider in ort.get_available_providers():
+        try:
+            options = ort.SessionOptions()
+            options.log_severity_level = 4
+            session = ort.InferenceSession(model, options, providers=[provider])
+            used = session.get_providers()[0]
+            out[provider] = "starts" if used == provider else f"listed, but the session ran on {used}"
+        except Exception as exc:  # onnxruntime's own exception types
+            out[provider] = f"listed, does not start: {str(exc).splitlines()[0][:160]}"
+    return out
+
+
+def diagnose(export_dir: Path | None) -> dict[str, Any]:
+    from ecg_edge.backends import AUTO_ORDER, backend_present
+    from ecg_edge.backends.openvino import bf16_status, cpu_capabilities, openvino_status
+    from ecg_edge.bench import cpu_model
+    from ecg_edge.gpu import tensorrt_status
+
+    report: dict[str, Any] = {
+        "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "isa": cpu_isa()},
+        "python": platform.python_version(),
+        "runtimes": {},
+    }
+    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "cuda-python"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            report["runtimes"][dist] = metadata.version(dist)
+    report["onnxruntime_providers"] = onnxruntime_providers()
+    ov_ok, ov_why = openvino_status()
+    report["openvino"] = {"capabilities": cpu_capabilities()} if ov_ok else {"missing": ov_why}
+    report["bf16"] = dict(zip(("usable", "why"), bf16_status(), strict=True))
+    report["tensorrt"] = dict(zip(("usable", "why"), tensorrt_status(), strict=True))
+    if export_dir is None or not (export_dir / "manifest.json").exists():
+        report["auto"] = {"export": str(export_dir) if export_dir else None,
+                          "note": "no export here: `ecg-edge export` first, or --model DIR"}
+        return report
+    from ecg_edge.manifest import load_manifest
+    from ecg_edge.spec import PRECISIONS
+
+    manifest = load_manifest(export_dir)
+    auto: dict[str, Any] = {"export": str(export_dir)}
+    for precision in PRECISIONS:
+        present = {name: backend_present(name, manifest, precision) for name in AUTO_ORDER}
+        usable = [name for name, (ok, _) in present.items() if ok]
+        entry: dict[str, Any] = {"out": {name: why for name, (ok, why) in present.items() if not ok}}
+        if usable:
+            from ecg_edge.backends import open_backend
+
+            runner, _ = open_backend(export_dir, "auto", precision)  # may time the CPU runtimes once
+            entry |= {"picks": runner.name, "why": runner.choice or "first present of " + ", ".join(AUTO_ORDER)}
+        auto[precision] = entry
+    report["auto"] = auto
+    return report
