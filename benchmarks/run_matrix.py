@@ -17,6 +17,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+import ecg_edge.export.keras_backend  # noqa: F401  (registers the Keras reference row)
 from ecg_edge.backends import AUTO_ORDER, CPU_BACKENDS, backend_present, open_backend
 from ecg_edge.bench import bench_backend, run_matrix
 from ecg_edge.export.pipeline import random_weight_export

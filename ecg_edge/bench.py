@@ -104,13 +104,20 @@ def _command(*args: str) -> str | None:
         return None
 
 
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Version of each of `names` that is installed (the ones that are not are left out)."""
+    found = {}
+    for dist in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[dist] = metadata.version(dist)
+    return found
+
+
 def environment() -> dict[str, Any]:
     """The machine and software a result belongs to (read, never set)."""
     env: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
                            "python": platform.python_version()}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorflow", "numpy"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            env[dist] = metadata.version(dist)
+    env |= package_versions(("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorflow", "numpy"))
     from ecg_edge.gpu import gpu_info, tensorrt_status
 
     if tensorrt_status()[0]:

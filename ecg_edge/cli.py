@@ -569,6 +569,12 @@ def results_table(run: InferenceRun) -> Table:
     return table
 
 
+def _load_reference(names: list[str]) -> None:
+    """The Keras reference backend lives above the runtime (export/): importing it registers it."""
+    if "keras" in names:
+        import ecg_edge.export.keras_backend  # noqa: F401
+
+
 def check_report_dir(folder: Path) -> None:
     """Before any work: the report folder can be made (its parent exists) and is not a file."""
     if folder.exists() and not folder.is_dir():
@@ -591,6 +597,7 @@ def _run_and_report(
     if report_dir is not None:
         check_report_dir(report_dir)
     export_dir = resolve_export_dir(model)
+    _load_reference([backend])
     runner, manifest = open_backend(export_dir, backend, precision, threads=threads, cuda_graph=cuda_graph)
     overrides = parse_thresholds(threshold or [], list(manifest["output"]["classes"]))
     options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going,
@@ -717,6 +724,7 @@ def bench(
 
             console.print("no export in the model home: benchmarking random weights (speed does not depend on them)")
             export_dir = random_weight_export(Path(tmp))
+        _load_reference(backend or [])
         report = run_matrix(export_dir, batches, backend or [], precision or [], warmup, duration, threads,
                             cache_dir=model_home(), log=lambda line: err_console.print(line, highlight=False),
                             cuda_graph=cuda_graph)

@@ -6,10 +6,8 @@ It reads, never sets: nothing is installed or changed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +64,14 @@ def onnxruntime_providers() -> dict[str, str]:
 def diagnose(export_dir: Path | None) -> dict[str, Any]:
     from ecg_edge.backends import AUTO_ORDER, backend_present
     from ecg_edge.backends.openvino import bf16_status, cpu_capabilities, openvino_status
-    from ecg_edge.bench import cpu_model
+    from ecg_edge.bench import cpu_model, package_versions
     from ecg_edge.gpu import tensorrt_status
 
     report: dict[str, Any] = {
         "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "isa": cpu_isa()},
         "python": platform.python_version(),
-        "runtimes": {},
+        "runtimes": package_versions(("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "cuda-python")),
     }
-    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "cuda-python"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            report["runtimes"][dist] = metadata.version(dist)
     report["onnxruntime_providers"] = onnxruntime_providers()
     ov_ok, ov_why = openvino_status()
     report["openvino"] = {"capabilities": cpu_capabilities()} if ov_ok else {"missing": ov_why}

@@ -1,4 +1,7 @@
-"""Keras: the reference, from the model an export was made from. Needs TensorFlow (the `train` extra)."""
+"""Keras: the reference, from the model an export was made from. Needs TensorFlow (the `train` extra).
+
+It lives here, above the runtime, because it loads models through export/ and training/; importing
+this module registers it with `ecg_edge.backends` (the CLI imports it when `keras` is named)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ecg_edge.backends import register_backend
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 
@@ -23,7 +27,7 @@ class KerasBackend(Backend):
     def _activate(self) -> None:
         try:
             from ecg_edge.export.onnx_export import load_keras_model
-        except ImportError:
+        except ImportError:  # TensorFlow/Keras missing
             raise InputError(self.model_path, "the keras backend needs TensorFlow: "
                                               "pip install 'ecg-edge[train]'") from None
         self._model, self.info = load_keras_model(self.model_path)
@@ -36,3 +40,18 @@ class KerasBackend(Backend):
 
     def describe(self) -> str:
         return f"Keras reference ({self.model_path.name})"
+
+
+def open_reference(export_dir: Path, manifest: dict[str, Any]) -> KerasBackend:
+    """The Keras model an export was made from, if it is still there and unchanged."""
+    from ecg_edge.manifest import sha256_file
+
+    source = Path(manifest["model"]["source"])
+    if not source.exists():
+        raise InputError(source, "the Keras model this export was made from is gone")
+    if sha256_file(source) != manifest["model"]["source_sha256"]:
+        raise InputError(source, "Keras model changed since the export (sha256 differs): re-export")
+    return KerasBackend(source)
+
+
+register_backend("keras", open_reference)

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +59,11 @@ class ExportResult:
 
 
 def tool_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("ecg-edge", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
-                 "onnxconverter-common", "tensorrt"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    from ecg_edge.bench import package_versions
+
+    return {"python": platform.python_version()} | package_versions((
+        "ecg-edge", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",
+        "onnxconverter-common", "tensorrt"))
 
 
 def load_ecgs(

@@ -69,6 +69,8 @@ def test_backends_agree_on_real_and_hdf5(six_export, tmp_path):
     h5, _ = _hdf5_set(tmp_path / "exams.h5")
     inputs = [SHARED_WFDB, h5]
     runs = {}
+    import ecg_edge.export.keras_backend  # noqa: F401  (registers the Keras reference)
+
     for backend, precision in (("ort-cpu", "fp32"), ("ort-cpu", "int8"), ("keras", "fp32")):
         runner_, manifest = open_backend(result.out_dir, backend, precision)
         with runner_:

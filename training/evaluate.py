@@ -79,7 +79,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a model (.keras/.hdf5 file, or an export folder through any backend) on labelled data."""
     from ecg_edge.backends import open_backend
-    from ecg_edge.backends.keras import KerasBackend
+    from ecg_edge.export.keras_backend import KerasBackend
     from ecg_edge.readers import expand_inputs, format_of
     from ecg_edge.readers.wfdb import read_wfdb_labels
 

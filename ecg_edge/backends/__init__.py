@@ -3,6 +3,7 @@ by what is present. `open_backend` reads an export folder's manifest and checks 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,15 @@ GPU_ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda")
 CPU_BACKENDS = ("ort-cpu", "openvino")
 AUTO_ORDER = (*GPU_ORDER, *CPU_BACKENDS)
 BACKENDS = (*AUTO_ORDER, "keras")
+
+
+# Backends that live above the runtime (the Keras reference loads models through export/ and
+# training/, which the runtime never imports): their module registers a constructor here.
+_REGISTERED: dict[str, Callable[[Path, dict[str, Any]], Backend]] = {}
+
+
+def register_backend(name: str, construct: Callable[[Path, dict[str, Any]], Backend]) -> None:
+    _REGISTERED[name] = construct
 
 
 def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
@@ -50,6 +60,8 @@ def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tupl
             import keras  # noqa: F401
         except ImportError:
             return False, "TensorFlow/Keras is not installed"
+        if name not in _REGISTERED:
+            return False, "the Keras reference is not loaded (import ecg_edge.export.keras_backend)"
         return True, ""
     return False, f"unknown backend {name!r}"
 
@@ -123,17 +135,10 @@ def open_backend(
 def _construct(
     export_dir: Path, manifest: dict[str, Any], backend: str, precision: str, threads: int | None, cuda_graph: bool,
 ) -> Backend:
-    from ecg_edge.manifest import find_file, sha256_file, verified_path
+    from ecg_edge.manifest import find_file, verified_path
 
-    if backend == "keras":
-        from ecg_edge.backends.keras import KerasBackend
-
-        source = Path(manifest["model"]["source"])
-        if not source.exists():
-            raise InputError(source, "the Keras model this export was made from is gone")
-        if sha256_file(source) != manifest["model"]["source_sha256"]:
-            raise InputError(source, "Keras model changed since the export (sha256 differs): re-export")
-        return KerasBackend(source)
+    if backend in _REGISTERED:
+        return _REGISTERED[backend](export_dir, manifest)
     if backend == "openvino":
         from ecg_edge.backends.openvino import OpenVinoBackend
 
@@ -159,4 +164,5 @@ def _construct(
                               cuda_graph=cuda_graph)
 
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "CPU_BACKENDS", "GPU_ORDER", "Backend", "backend_present", "open_backend"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "CPU_BACKENDS", "GPU_ORDER", "Backend", "backend_present", "open_backend",
+           "register_backend"]

@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,15 @@ TIMING_BATCH = 8
 TIMING_S = 0.5  # per runtime, after two warm-up runs: enough to tell them apart, short at first use
 
 
-def _versions() -> str:
-    found = []
-    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found.append(f"{dist} {metadata.version(dist)}")
-    return ", ".join(found)
-
-
 def choice_key(manifest: dict[str, Any], precision: str, threads: int | None) -> str:
-    from ecg_edge.bench import cpu_model
+    from ecg_edge.bench import cpu_model, package_versions
     from ecg_edge.manifest import find_file
 
     name = find_file(manifest, "onnx", "fp32" if precision == "bf16" else precision) or ""
     digest = manifest["files"].get(name, {}).get("sha256", "")
-    return f"{cpu_model()}|{os.cpu_count()} cores|threads {threads or 'all'}|{_versions()}|{digest}|{precision}"
+    runtimes = package_versions(("onnxruntime", "onnxruntime-gpu", "openvino"))
+    versions = ", ".join(f"{k} {v}" for k, v in runtimes.items())
+    return f"{cpu_model()}|{os.cpu_count()} cores|threads {threads or 'all'}|{versions}|{digest}|{precision}"
 
 
 def fastest_cpu_runtime(
