@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ecg_edge.atomic_files import atomic_write_text
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -55,7 +57,7 @@ def main() -> None:
         lines.append("")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"profile-{dt.date.today().isoformat()}-{platform.node() or 'host'}.md"
-    out.write_text("\n".join(lines))
+    atomic_write_text(out, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ecg_edge.atomic_files import atomic_write_text
 from ecg_edge.backends import open_backend
-from ecg_edge.export.pipeline import random_weight_export
+from ecg_edge.cli_workflows import random_weight_export
 from ecg_edge.infer import ReadOptions, run_inference
 from ecg_edge.report import ReportWriter
 
@@ -33,7 +34,7 @@ WFDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "wfdb"
 def _hdf5(path: Path, n: int) -> Path:
     import h5py
 
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     x, _ = synthesize(n, seed=11)
     x[:, :48] = 0
@@ -103,7 +104,7 @@ def main() -> None:
         shutil.rmtree(out)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{dt.date.today()}-report-speed.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     print(f"wrote {path}")
 
 

@@ -47,3 +47,31 @@ def atomic_write(path: str | Path, write: Callable[[IO[str]], Any]) -> None:
     """Call `write(f)` on a text file that becomes `path` only when it returns."""
     with atomic_target(path) as tmp, open(tmp, "w", newline="") as f:
         write(f)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """`data` becomes `path` all at once (see `atomic_target`)."""
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text))
+
+
+def check_target(path: str | Path, suffixes: tuple[str, ...] = ()) -> None:
+    """Before any work: `path` can be written (its folder exists and is writable, it is not a folder,
+    its suffix is one of `suffixes` when given). Raises InputError naming the path."""
+    from ecg_edge.errors import InputError
+
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(path, f"must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a file name")
+    if not path.parent.is_dir():
+        raise InputError(path.parent, "output folder does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(path.parent, "output folder is not writable (permission denied)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(path, "file is not writable (permission denied)")

@@ -10,8 +10,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ecg_edge.atomic_files import atomic_target, atomic_write_bytes
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 from ecg_edge.spec import LEADS, N_SAMPLES, PRECISIONS
@@ -85,7 +84,7 @@ def measure_cpu_peak(cache_dir: Path | None = None, n: int = 2048, repeats: int 
     gflops = 2 * n**3 / best / 1e9
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "gflops": gflops}))
+        atomic_write_bytes(cache, json.dumps({"key": key, "gflops": gflops}).encode())
     return gflops
 
 
@@ -93,15 +92,6 @@ def _timed(fn: Any) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def _command(*args: str) -> str | None:
-    if shutil.which(args[0]) is None:
-        return None
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -118,16 +108,17 @@ def environment() -> dict[str, Any]:
     env: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
                            "python": platform.python_version()}
     env |= package_versions(("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorflow", "numpy"))
-    from ecg_edge.gpu import gpu_info, tensorrt_status
+    from ecg_edge.gpu import jetson_facts, nvidia_facts
 
-    if tensorrt_status()[0]:
-        gpu = gpu_info()
-        env |= {"gpu": gpu.name, "compute_capability": gpu.compute_capability, "cuda_driver": gpu.driver_version}
-    elif smi := _command("nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"):
-        env["gpu"] = smi
-    if Path("/etc/nv_tegra_release").exists():  # Jetson
-        env["jetson_power_mode"] = _command("nvpmodel", "-q")
-        env["jetson_clocks"] = _command("jetson_clocks", "--show")
+    nvidia = nvidia_facts()
+    if nvidia.get("gpus"):
+        first = nvidia["gpus"][0]
+        env |= {"gpu": first["name"], "compute_capability": first["compute_capability"],
+                "gpu_memory_gib": first["memory_gib"], "nvidia_driver": nvidia["driver"],
+                "cuda_driver_api": nvidia["cuda_driver_api"]}
+    jetson = jetson_facts()
+    if jetson is not None:  # every row's power mode, clocks and L4T release
+        env |= {f"jetson_{k}": v for k, v in jetson.items()}
     return env
 
 
@@ -208,7 +199,8 @@ def write_plot(results: list[BenchResult], path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -263,3 +255,28 @@ def run_matrix(
                         results.append(result)
     return {"environment": environment(), "export": str(export_dir), "gflop_per_ecg": flops / 1e9,
             "cpu_peak_gflops": peak, "results": [r.as_dict() for r in results], "_results": results}
+
+
+def bench_table(report: dict[str, Any]) -> Any:
+    """Fits 80 columns (min, max and the mean are in the JSON): a cut number would be a wrong one."""
+    from rich import box
+    from rich.table import Table
+
+    env = report["environment"]
+    table = Table(title=f"{env['cpu']} ({env['cores']} cores){' + ' + env['gpu'] if 'gpu' in env else ''}",
+                  caption=f"latency per batch; {report['gflop_per_ecg']:.2f} GFLOP per ECG; peak = CPU float32 "
+                          f"{report['cpu_peak_gflops']:.0f} GFLOP/s (numpy matmul)",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for column in ("backend", "prec", "batch", "ECG/s", "p50 ms", "p90 ms", "p99 ms", "GFLOP/s", "peak"):
+        table.add_column(column, justify="left" if column in ("backend", "prec") else "right", no_wrap=True)
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        share = r.get("share_of_cpu_peak")
+        table.add_row(r["backend"], r["precision"], str(r["batch"]), f"{r['throughput_ecg_per_s']:.0f}",
+                      *(_ms(lat[k]) for k in ("median", "p90", "p99")),
+                      f"{r['gflops_per_s']:.0f}", f"{share:.0%}" if share is not None else "-")
+    return table
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"

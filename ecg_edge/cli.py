@@ -1,4 +1,4 @@
-"""The `ecg-edge` command line: thin commands over importable functions (DESIGN.md contract)."""
+"""The `ecg-edge` command line: thin commands over importable functions (docs/architecture.md, layers)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecg_edge.errors import InputError
-from ecg_edge.spec import BATCH_PROFILE
+from ecg_edge.errors import InputError, MachineError
+from ecg_edge.spec import AMPLITUDE_NOTE, BATCH_PROFILE
 
 if TYPE_CHECKING:
     from ecg_edge.infer import InferenceRun
@@ -38,8 +38,11 @@ _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Path parameters are declared readable=False: click's own check of an unreadable path prints a
+# usage box, while the commands' checks name the file in one line with exit code 2.
 def user_errors(fn: F) -> F:
-    """Turn bad input into exit code 2 and one line on stderr (`--debug` shows the traceback)."""
+    """Bad input: exit code 2; a machine that cannot run the work: exit code 3; one line on stderr
+    either way (`--debug` shows the traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -50,6 +53,11 @@ def user_errors(fn: F) -> F:
                 traceback.print_exc()
             err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except MachineError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            err_console.print(f"error (this machine): {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -64,14 +72,14 @@ def main(
 @app.command()
 @user_errors
 def synth(
-    out: Annotated[Path, typer.Argument(help="Output HDF5 file (CODE layout); labels go to OUT.csv.")],
+    out: Annotated[Path, typer.Argument(help="Output HDF5 file (CODE layout); labels go to OUT.csv.", readable=False)],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of ECGs.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same set).")] = 0,
 ) -> None:
     """Labelled synthetic 12-lead ECGs (CODE-layout HDF5 + labels CSV)."""
     from ecg_edge.convert import check_hdf5_output
     from ecg_edge.progress import progress_bar
-    from ecg_edge.training.synthetic import write_synthetic_set
+    from ecg_edge.synthetic import summarize_labels, write_synthetic_set
 
     check_hdf5_output(out)
     with progress_bar("synthesizing", total=n) as advance:
@@ -80,132 +88,20 @@ def synth(
     console.print(f"wrote {h5_path} and {csv_path}")
 
 
-def summarize_labels(csv_path: Path) -> Table:
-    """A table of how many exams carry each label."""
-    import csv
-
-    from ecg_edge.spec import CLASSES, NORMAL_COLUMN
-
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    table = Table(title=f"{csv_path.name}: {len(rows)} exams")
-    table.add_column("label")
-    table.add_column("exams", justify="right")
-    table.add_column("share", justify="right")
-    for name in (*CLASSES, NORMAL_COLUMN):
-        count = sum(int(r[name]) for r in rows)
-        table.add_row(name, str(count), f"{count / max(len(rows), 1):.1%}")
-    return table
-
-
 @app.command()
 @user_errors
 def demo(
     n: Annotated[int, typer.Option("--n", min=100, help="Synthetic training ECGs.")] = 1000,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the six-class model.")] = 3,
-    records: Annotated[list[Path] | None, typer.Option(help="Real recordings (WFDB/HDF5) to validate and infer on.")]
+    records: Annotated[list[Path] | None, typer.Option(help="Real recordings (WFDB/HDF5) to validate and infer on.",
+        readable=False)]
     = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Whole pipeline on synthetic data: synth -> train -> fine-tune -> evaluate -> export -> infer -> bench."""
-    import time
+    from ecg_edge.cli_workflows import run_demo
 
-    from ecg_edge.backends import open_backend
-    from ecg_edge.bench import run_matrix
-    from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model
-    from ecg_edge.home import home_export_dir, home_model_path, model_home
-    from ecg_edge.infer import run_inference, write_results
-    from ecg_edge.manifest import find_file, load_manifest
-    from ecg_edge.progress import progress_bar
-    from ecg_edge.training.evaluate import evaluate as run_evaluation
-    from ecg_edge.training.evaluate import write_report
-    from ecg_edge.training.synthetic import write_synthetic_set
-    from ecg_edge.training.train import TrainOptions, finetune_model, train_model
-
-    records = [r for r in records or [] if r.exists()]
-    home = model_home()
-    (home / "data").mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-
-    console.rule("1/7 synthetic data")
-    n_test = max(n // 4, 50)
-    with progress_bar("synthesizing", total=n + n_test) as advance:
-        train_h5, train_csv = write_synthetic_set(home / "data" / "train.h5", n, seed=seed, progress=advance)
-        test_h5, test_csv = write_synthetic_set(home / "data" / "test.h5", n_test, seed=seed + 1, progress=advance)
-    console.print(summarize_labels(train_csv))
-
-    console.rule(f"2/7 train the six-class model ({epochs} epochs, CPU)")
-    t0 = time.perf_counter()
-    model_path, _ = train_model([train_h5], train_csv, home_model_path(),
-                                TrainOptions(epochs=epochs, batch_size=32, validation_fraction=0.1, seed=seed),
-                                epoch_end=_epoch_printer(epochs))
-    console.print(f"{n * 0.9 * epochs / (time.perf_counter() - t0):.1f} ECG/s training throughput")
-
-    console.rule("3/7 fine-tune the binary transfer model (1 epoch)")
-    transfer_path, _ = finetune_model(model_path, [train_h5], train_csv, home / "transfer.keras",
-                                      TrainOptions(task="binary", epochs=1, batch_size=32, validation_fraction=0.1,
-                                                   seed=seed), epoch_end=_epoch_printer(1))
-
-    console.rule("4/7 evaluate on held-out synthetic ECGs")
-    report = run_evaluation(model_path, [test_h5], test_csv, n_boot=100)
-    write_report(report, home / "reports" / "six-class")
-    binary = run_evaluation(transfer_path, [test_h5], test_csv, n_boot=100)
-    write_report(binary, home / "reports" / "transfer")
-    scores = Table(title=f"held-out synthetic: {report['n_exams']} exams")
-    for column in ("class", "AUROC", "F1", "recall", "specificity"):
-        scores.add_column(column, justify="left" if column == "class" else "right")
-    for name, s in [*report["scores"].items(), *(("abnormal (transfer)", v) for v in binary["scores"].values())]:
-        cells = (f"{s[m]:.3f}" if s[m] == s[m] else "-" for m in ("auroc", "f1", "recall", "specificity"))
-        scores.add_row(name, *cells)
-    console.print(scores)
-
-    console.rule("5/7 export ONNX FP32 / FP16 / INT8")
-    try:
-        export_model(model_path, home_export_dir(), ExportOptions(int8_methods=("minmax",)),
-                     validation=records, log=lambda line: console.print(line, markup=False, highlight=False))
-    except ExportGateError as exc:  # the files that passed are written; show the gate at work and go on
-        console.print(f"note: {exc}", markup=False, highlight=False)
-    manifest = load_manifest(home_export_dir())
-    console.print(export_table(manifest, home_export_dir()))
-
-    console.rule("6/7 infer")
-    results_dir = home / "results"
-    results_dir.mkdir(exist_ok=True)
-    fastest = "int8" if find_file(manifest, "onnx", "int8") else "fp32"
-    runner, manifest = open_backend(home_export_dir(), "auto", fastest)
-    with runner:
-        for name, inputs in (("synthetic", [test_h5]), ("records", records)):
-            if not inputs:
-                continue
-            run = run_inference(inputs, runner, manifest)
-            write_results(run, results_dir / f"{name}.csv")
-            if name == "records":
-                console.print(results_table(run))
-            console.print(f"{name}: {len(run.ids)} exams, {run.throughput:.0f} ECG/s ({run.backend}) "
-                          f"-> {results_dir / f'{name}.csv'}", highlight=False)
-
-    console.rule("7/7 bench at batch 64")
-    bench_report = run_matrix(home_export_dir(), [64], [], [], warmup_s=1.0, duration_s=3.0, threads=None,
-                              cache_dir=home)
-    console.print(bench_table(bench_report))
-
-    console.rule("done")
-    console.print(f"{time.perf_counter() - started:.0f} s. Everything is in {home}:\n"
-                  f"  models   {model_path}, {transfer_path}\n"
-                  f"  reports  {home / 'reports'}\n"
-                  f"  export   {home_export_dir()}\n"
-                  f"  results  {results_dir}\n"
-                  "Now `ecg-edge infer RECORDING`, `ecg-edge export` and `ecg-edge bench --batch 64` work with no "
-                  "paths. A model trained on synthetic ECGs learns rate, rhythm and QRS-width cues; its "
-                  "outputs on real recordings are not diagnoses.", highlight=False)
-
-
-def _epoch_printer(total: int) -> Callable[[int, dict], None]:
-    def show(epoch: int, logs: dict) -> None:
-        numbers = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float))
-        console.print(f"epoch {epoch + 1}/{total}  {numbers}", highlight=False)
-
-    return show
+    run_demo(n, epochs, [r for r in records or [] if r.exists()], seed, console)
 
 
 def _check_data(data: list[Path], labels: Path) -> None:
@@ -217,17 +113,20 @@ def _check_data(data: list[Path], labels: Path) -> None:
 @app.command()
 @user_errors
 def train(
-    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.")],
+    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.",
+        readable=False)],
     task: Annotated[str, typer.Option(help="six (abnormalities) or binary (normal/abnormal).")] = "six",
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping may end sooner).")] = 70,
     batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
-    out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's model.keras).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's model.keras).",
+        readable=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     validation_fraction: Annotated[float, typer.Option(help="Last share of exams held out.")] = 0.02,
     strategy: Annotated[str, typer.Option(help="none, mirrored (all GPUs here) or multiworker (TF_CONFIG).")] = "none",
 ) -> None:
     """Train the Ribeiro network on CODE-layout HDF5 + labels CSV (the original recipe); resumes if interrupted."""
+    from ecg_edge.cli_workflows import epoch_printer
     from ecg_edge.home import home_model_path
     from ecg_edge.training.train import TrainOptions, train_model
 
@@ -239,15 +138,17 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
                            validation_fraction=validation_fraction, strategy=strategy)
-    path, info = train_model(h5s, labels, out, options, epoch_end=_epoch_printer(epochs))
+    path, info = train_model(h5s, labels, out, options, epoch_end=epoch_printer(epochs, console))
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
 
 
 @app.command()
 @user_errors
 def finetune(
-    base: Annotated[Path, typer.Argument(help="Trained six-class model: .keras or the original model.hdf5.")],
-    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.")],
+    base: Annotated[Path, typer.Argument(help="Trained six-class model: .keras or the original model.hdf5.",
+        readable=False)],
+    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.",
+        readable=False)],
     task: Annotated[str, typer.Option(help="binary (normal/abnormal) or six.")] = "binary",
     freeze: Annotated[int, typer.Option(help="Freeze the first N layers of the base.")] = 5,
     cut: Annotated[int, typer.Option(help="Cut the base after this layer.")] = 45,
@@ -255,10 +156,12 @@ def finetune(
     unfreeze_epochs: Annotated[int, typer.Option(help="Second stage: all layers at lr/10.")] = 0,
     batch: Annotated[int, typer.Option(min=1)] = 64,
     lr: Annotated[float, typer.Option()] = 1e-3,
-    out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's transfer.keras).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's transfer.keras).",
+        readable=False)] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fine-tune the transfer model on top of a trained six-class model."""
+    from ecg_edge.cli_workflows import epoch_printer
     from ecg_edge.home import model_home
     from ecg_edge.training.train import TrainOptions, finetune_model
 
@@ -270,41 +173,31 @@ def finetune(
     out.parent.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed)
     path, info = finetune_model(base, h5s, labels, out, options, freeze=freeze, cut=cut,
-                                unfreeze_epochs=unfreeze_epochs, epoch_end=_epoch_printer(epochs))
+                                unfreeze_epochs=unfreeze_epochs, epoch_end=epoch_printer(epochs, console))
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
-
-
-def scores_table(result: dict) -> Table:
-    from ecg_edge.training.evaluate import METRICS
-
-    table = Table(title=f"{result['n_exams']} exams, {result['backend']}")
-    table.add_column("class")
-    table.add_column("n+", justify="right")
-    for m in METRICS:
-        table.add_column(m, justify="right")
-    for c, s in result["scores"].items():
-        table.add_row(c, str(s["positives"]), *("-" if s[m] != s[m] else f"{s[m]:.3f}" for m in METRICS))
-    return table
 
 
 @app.command()
 @user_errors
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A .keras/.hdf5 model or an export folder (with --scores: the "
-                                               "labels CSV).")],
+                                               "labels CSV).", readable=False)],
     data: Annotated[list[Path] | None, typer.Argument(help="Recordings in any format, or folders; a labels CSV "
-                                                           "last (WFDB '# Dx:' headers serve without one).")] = None,
+                                                           "last (WFDB '# Dx:' headers serve without one).",
+                                                               readable=False)] = None,
     backend: Annotated[str, typer.Option(help="For an export folder: auto, ort-cpu, tensorrt, ...")] = "auto",
     precision: Annotated[str, typer.Option(help="For an export folder: fp32, fp16, int8, or several "
                                                 "comma-separated to compare them side by side.")] = "fp32",
     scores: Annotated[Path | None, typer.Option(help="Score precomputed probabilities (.npy, (n, 6) or (n, 1), "
-                                                     "rows in the labels CSV's order) instead of a model.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Write report.md, report.json and curves.png here.")] = None,
+                                                     "rows in the labels CSV's order) instead of a model.",
+                                                         readable=False)] = None,
+    report: Annotated[Path | None, typer.Option(help="Write report.md, report.json and curves.png here.",
+        readable=False)] = None,
     bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for the 95% intervals.")] = 200,
 ) -> None:
     """Per-class precision, recall, specificity, F1, AUROC/AUPRC (95% bootstrap CIs), with plots."""
     from ecg_edge.training.evaluate import evaluate as run_evaluation
-    from ecg_edge.training.evaluate import score_probabilities, write_comparison, write_report
+    from ecg_edge.training.evaluate import score_probabilities, scores_table, write_comparison, write_report
 
     data = data or []
     if scores is not None:
@@ -338,7 +231,8 @@ def fetch(
     seed: Annotated[int | None, typer.Option(min=1, max=10, help="weights: another released training seed (1-10) "
                                                                  "instead of the published model.")] = None,
     from_file: Annotated[Path | None, typer.Option("--from", help="A file downloaded by hand (model.zip, or the "
-                                                                  "test set's file), checked the same way.")] = None,
+                                                                  "test set's file), checked the same way.",
+                                                                      readable=False)] = None,
 ) -> None:
     """Download from Zenodo, verify (checksum, then content) and install into the model home."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
@@ -377,12 +271,14 @@ def fetch(
 @user_errors
 def reproduce(
     model: Annotated[Path | None, typer.Option(help="Export folder or .keras model (default: the home's export, "
-                                                    "else the home's model).")] = None,
-    tracings: Annotated[Path | None, typer.Option(help="CODE test tracings (default: fetched ones).")] = None,
-    labels: Annotated[Path | None, typer.Option(help="gold_standard.csv (default: fetched one).")] = None,
+                                                    "else the home's model).", readable=False)] = None,
+    tracings: Annotated[Path | None, typer.Option(help="CODE test tracings (default: fetched ones).",
+        readable=False)] = None,
+    labels: Annotated[Path | None, typer.Option(help="gold_standard.csv (default: fetched one).",
+        readable=False)] = None,
     backend: Annotated[str, typer.Option(help="auto, ort-cpu, ort-cuda, tensorrt, keras ...")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16, int8, or several comma-separated.")] = "fp32",
-    out: Annotated[Path | None, typer.Option(help="Report folder (default: HOME/reproduce).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: HOME/reproduce).", readable=False)] = None,
     bootstrap: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for the 95% intervals.")] = 200,
 ) -> None:
     """The paper's Table 2 from the released network on the CODE test set, ours beside the published."""
@@ -428,14 +324,24 @@ def _split(values: str) -> list[str]:
 @user_errors
 def export(
     model: Annotated[Path | None, typer.Argument(help="A .keras file or the original model.hdf5 "
-                                                         "(default: the model home's model).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Export folder (default: the model home's).")] = None,
+                                                         "(default: the model home's model).", readable=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Export folder (default: the model home's).",
+        readable=False)] = None,
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, bf16 (gated where the CPU "
                                                 "runs it), int8.")] = "fp32,fp16,bf16,int8",
     calibration: Annotated[list[Path] | None, typer.Option(
-        help="INT8 calibration ECGs: HDF5, WFDB records or folders (default: a synthetic set).")] = None,
+        help="INT8 calibration recordings, any readable format (default: a third of --validation's, "
+             "topped up with synthetic ECGs).", readable=False)] = None,
     validation: Annotated[list[Path] | None, typer.Option(
-        help="Extra held-out ECGs for the parity checks (synthetic ones are always added).")] = None,
+        help="Real recordings for the recipe choice and the gates, split between them (synthetic ECGs are "
+             "added to each).", readable=False)] = None,
+    validation_limit: Annotated[int, typer.Option(min=1, help="Read at most this many --validation exams.")]
+    = 1000,
+    int8_search: Annotated[str, typer.Option(help="INT8 recipes to try: quick (4) or wide (12, all calibrators, "
+                                                  "per-tensor, symmetric).")] = "quick",
+    for_tensorrt: Annotated[bool, typer.Option("--for-tensorrt", help="Also write and gate the symmetric INT8 "
+                                               "file TensorRT builds from, with trtexec lines (no GPU needed).")]
+    = False,
     engine: Annotated[bool, typer.Option("--engine", help="Also build TensorRT engines (needs a GPU).")] = False,
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the engines' profile.")]
     = BATCH_PROFILE["max"],
@@ -443,18 +349,24 @@ def export(
     fp32_atol: Annotated[float, typer.Option(help="FP32 ONNX vs Keras tolerance (max abs).")] = 1e-4,
 ) -> None:
     """Export to ONNX FP32/FP16/INT8 (+ TensorRT engines) with a manifest and parity checks."""
-    from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model
+    from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, export_table
     from ecg_edge.home import home_export_dir, home_model_path
+    from ecg_edge.training.models import load_keras_model
 
     model = model or home_model_path()
     if not model.exists():
         raise InputError(model, "no such model (train one with `ecg-edge train` or run `ecg-edge demo`)")
-    options = ExportOptions(precisions=_split(precision), engine=engine, max_batch=max_batch,
-                            dla_core=dla_core, fp32_atol=fp32_atol)
+    if int8_search not in ("quick", "wide"):
+        raise InputError(None, f"--int8-search {int8_search!r}: quick or wide")
+    options = ExportOptions(precisions=_split(precision), engine=engine, for_tensorrt=for_tensorrt,
+                            max_batch=max_batch, dla_core=dla_core, fp32_atol=fp32_atol,
+                            validation_limit=validation_limit, int8_search=int8_search)
     out = out or home_export_dir()
     try:
-        result = export_model(model, out, options, calibration=calibration or (), validation=validation or (),
-                              log=lambda line: console.print(line, markup=False, highlight=False))
+        result = export_model(load_keras_model(model), out, options, calibration=calibration or (),
+                              validation=validation or (),
+                              log=lambda line: console.print(line, markup=False, highlight=False),
+                              warn=lambda line: err_console.print(line, markup=False, highlight=False))
     except ExportGateError as exc:
         err_console.print(f"error: {model}: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -462,17 +374,33 @@ def export(
     console.print(f"wrote {out}")
 
 
-def export_table(manifest: dict, out: Path) -> Table:
-    table = Table(title=f"{out}: {manifest['model']['kind']} model, {len(manifest['files'])} files")
-    for column in ("file", "precision", "size", "vs", "max |diff|", "findings agree"):
-        table.add_column(column, justify="right" if column != "file" else "left")
-    for name, entry in manifest["files"].items():
-        parity = entry.get("parity", {})
-        table.add_row(name, f"{entry['precision']} ({entry['variant']})" if entry["variant"] != "default"
-                      else entry["precision"], f"{entry['bytes'] / 1e6:.1f} MB", parity.get("reference", "-"),
-                      f"{parity['max_abs_diff']:.1e}" if parity else "-",
-                      f"{parity['findings_agreement']:.1%}" if parity else "-")
-    return table
+@app.command("check-trt")
+@user_errors
+def check_trt(
+    files: Annotated[list[Path], typer.Argument(help="ONNX files meant for TensorRT.", readable=False)],
+    tensorrt: Annotated[str, typer.Option(help="TensorRT major release to check against: 10 or 11.")] = "10",
+) -> None:
+    """What TensorRT's ONNX parser would refuse, checked without TensorRT: Q/DQ types and zero points,
+    per-channel axes, opset and operators. Exit 1 when a file breaks a rule."""
+    from ecg_edge.export.tensorrt_check import OPSETS, check_tensorrt_onnx
+
+    if tensorrt not in OPSETS:
+        raise InputError(None, f"--tensorrt {tensorrt!r}: 10 or 11")
+    failed = False
+    for path in files:
+        if not path.is_file():
+            raise InputError(path, "no such file")
+        try:
+            problems = check_tensorrt_onnx(path, tensorrt)
+        except Exception as exc:  # onnx's own parse error: a damaged or non-ONNX file
+            raise InputError(path, f"not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        failed |= bool(problems)
+        console.print(f"{path}: {'ok for' if not problems else f'{len(problems)} problems for'} TensorRT {tensorrt}",
+                      markup=False, highlight=False, soft_wrap=True)
+        for problem in problems:
+            console.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def resolve_export_dir(model: Path | None) -> Path:
@@ -502,11 +430,12 @@ def parse_thresholds(values: list[str], classes: list[str]) -> dict[str, float]:
 
 
 # Options several commands share: one definition each.
-ScaleOption = Annotated[float, typer.Option(help="Multiply amplitudes (e.g. 0.5 for CODE-15%'s 2x mV).")]
+ScaleOption = Annotated[float, typer.Option(help=f"Multiply amplitudes. Expected: {AMPLITUDE_NOTE}.")]
 FsOption = Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")]
 LeadsOption = Annotated[str | None, typer.Option(help=".npy input: comma-separated lead names.")]
 KeepGoingOption = Annotated[bool, typer.Option("--keep-going", help="Report and skip bad files.")]
-ModelOption = Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")]
+ModelOption = Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).",
+    readable=False)]
 BackendOption = Annotated[str, typer.Option(help="auto, tensorrt, ort-tensorrt, ort-cuda, ort-cpu, openvino "
                                                  "or keras.")]
 PrecisionOption = Annotated[str, typer.Option(help="fp32, fp16, bf16 (openvino) or int8.")]
@@ -515,7 +444,6 @@ ThresholdOption = Annotated[list[str] | None, typer.Option(help="VALUE or CLASS=
 ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads for onnxruntime or OpenVINO.")]
 
 
-MAX_TABLE_ROWS = 40
 RECORDINGS_HELP = ("Recordings in any mix of formats (CODE-layout HDF5, WFDB, DICOM, GE MUSE XML, HL7 aECG, "
                    "Philips Sierra XML, EDF/EDF+, .npy), or folders of them.")
 
@@ -523,7 +451,8 @@ RECORDINGS_HELP = ("Recordings in any mix of formats (CODE-layout HDF5, WFDB, DI
 @app.command()
 @user_errors
 def convert(
-    inputs: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP + " The last argument is OUT.h5.")],
+    inputs: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP + " The last argument is OUT.h5.",
+        readable=False)],
     scale: ScaleOption = 1.0,
     fs: FsOption = None,
     leads: LeadsOption = None,
@@ -552,27 +481,10 @@ def convert(
     console.print(f"wrote {n} exams to {out} ({len(skipped)} skipped)", highlight=False)
 
 
-def results_table(run: InferenceRun) -> Table:
-    # Fits 80 columns with six classes: ids, findings and flags fold rather than push numbers out.
-    table = Table(title=f"{len(run.exams)} exams", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.add_column("exam_id", overflow="fold", min_width=12)
-    for c in run.classes:
-        table.add_column(c, justify="right", no_wrap=True, min_width=len(c))
-    table.add_column("findings", overflow="fold")
-    table.add_column("quality", overflow="fold", min_width=7)
-    rows = zip(run.exams, run.probabilities, run.findings(), strict=True)
-    for exam, probs, found in list(rows)[:MAX_TABLE_ROWS]:
-        table.add_row(exam.id, *(f"{p:.3f}" for p in probs), ", ".join(found) or "-",
-                      ", ".join(q["flag"] for q in exam.quality) or "-")
-    if len(run.exams) > MAX_TABLE_ROWS:
-        table.caption = f"first {MAX_TABLE_ROWS} of {len(run.exams)} exams: --output FILE.csv/.json writes them all"
-    return table
-
-
 def _load_reference(names: list[str]) -> None:
     """The Keras reference backend lives above the runtime (export/): importing it registers it."""
     if "keras" in names:
-        import ecg_edge.export.keras_backend  # noqa: F401
+        import ecg_edge.training.keras_backend  # noqa: F401
 
 
 def check_report_dir(folder: Path) -> None:
@@ -634,12 +546,13 @@ def _run_and_report(
 @app.command()
 @user_errors
 def infer(
-    recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
+    recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP, readable=False)],
     model: ModelOption = None,
     backend: BackendOption = "auto",
     precision: PrecisionOption = "fp32",
     batch: BatchOption = 64,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write all results to .csv or .json.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write all results to .csv or .json.",
+        readable=False)] = None,
     threshold: ThresholdOption = None,
     scale: ScaleOption = 1.0,
     fs: FsOption = None,
@@ -649,10 +562,10 @@ def infer(
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "
                                              "and replay it (fixed batch).")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also draw each exam's 12-lead sheet and an "
-                                                "index.html into this folder.")] = None,
+                                                "index.html into this folder.", readable=False)] = None,
 ) -> None:
     """Probabilities, findings and signal-quality flags per exam, from recordings in any readable format."""
-    from ecg_edge.infer import check_output_path, write_results
+    from ecg_edge.infer import check_output_path, results_table, write_results
 
     if output is not None:
         check_output_path(output)
@@ -670,8 +583,9 @@ def infer(
 @app.command()
 @user_errors
 def report(
-    recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP)],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the sheets and index.html (made if missing).")],
+    recordings: Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP, readable=False)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the sheets and index.html (made if missing).",
+        readable=False)],
     model: ModelOption = None,
     backend: BackendOption = "auto",
     precision: PrecisionOption = "fp32",
@@ -695,7 +609,8 @@ def report(
 @user_errors
 def bench(
     model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's; "
-                                               "without one, random weights exported to a temp folder).")] = None,
+                                               "without one, random weights exported to a temp folder).",
+                                                   readable=False)] = None,
     batch: Annotated[str, typer.Option(help="Batch size(s), comma-separated: 1,8,64,256.")] = "64",
     backend: Annotated[list[str] | None, typer.Option(help="Backends (repeatable; default: every one present "
                                                            "but keras).")] = None,
@@ -703,24 +618,31 @@ def bench(
     warmup: Annotated[float, typer.Option(help="Warm-up seconds per configuration.")] = 1.0,
     duration: Annotated[float, typer.Option(help="Timed seconds per configuration.")] = 5.0,
     threads: ThreadsOption = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write every number to this JSON file.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write latency/throughput plots to this PNG.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every number to this JSON file.",
+        readable=False)] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write latency/throughput plots to this PNG.",
+        readable=False)] = None,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: capture the run as a CUDA graph "
                                              "and replay it (fixed batch).")] = False,
 ) -> None:
     """Latency percentiles and throughput per backend and precision."""
     import tempfile
 
-    from ecg_edge.bench import run_matrix
+    from ecg_edge.atomic_files import check_target
+    from ecg_edge.bench import bench_table, run_matrix
     from ecg_edge.home import home_export_dir, model_home
 
     batches = [int(b) for b in _split(batch)] if all(b.isdigit() and int(b) > 0 for b in _split(batch)) else None
     if not batches:
         raise InputError(None, f"--batch {batch!r}: expected positive integers, e.g. 1,8,64")
+    if json_out is not None:
+        check_target(json_out, (".json",))
+    if plot is not None:
+        check_target(plot, (".png",))
     with tempfile.TemporaryDirectory(prefix="ecg-edge-bench-") as tmp:
         export_dir = model or home_export_dir()
         if model is None and not (export_dir / "manifest.json").exists():
-            from ecg_edge.export.pipeline import random_weight_export
+            from ecg_edge.cli_workflows import random_weight_export
 
             console.print("no export in the model home: benchmarking random weights (speed does not depend on them)")
             export_dir = random_weight_export(Path(tmp))
@@ -744,7 +666,8 @@ def bench(
 @app.command()
 @user_errors
 def doctor(
-    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).",
+        readable=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """What this machine can run and why: CPU instruction sets, runtimes that really start, and the
@@ -768,6 +691,18 @@ def doctor(
     console.print(f"BF16 (OpenVINO): {'yes' if report['bf16']['usable'] else 'no, ' + report['bf16']['why']}",
                   highlight=False, markup=False)
     console.print(f"TensorRT: {report['tensorrt']['why']}", highlight=False, markup=False)
+    nvidia = report["nvidia"]
+    if "missing" in nvidia:
+        console.print(f"NVIDIA: {nvidia['missing']}", highlight=False, markup=False)
+    else:
+        console.print(f"NVIDIA driver {nvidia['driver']} (CUDA {nvidia['cuda_driver_api'] or '?'}); "
+                      + ", ".join(f"{g['name']} (sm {g['compute_capability']}, {g['memory_gib']} GiB)"
+                                  for g in nvidia["gpus"]), highlight=False, markup=False)
+    if "jetson" in report:
+        j = report["jetson"]
+        clocks = {True: "pinned (jetson_clocks)", False: "not pinned", None: "unknown"}[j["jetson_clocks"]]
+        console.print(f"Jetson: L4T {j['l4t']}, JetPack {j['jetpack'] or '?'}, power mode {j['power_mode'] or '?'}, "
+                      f"clocks {clocks}", highlight=False, markup=False)
     auto = report["auto"]
     if "note" in auto:
         console.print(f"auto: {auto['note']}", highlight=False, markup=False)
@@ -781,22 +716,6 @@ def doctor(
         out = "; ".join(f"{k}: {v}" for k, v in entry["out"].items())
         table.add_row(precision, entry.get("picks", "-"), entry.get("why", "nothing can run it"), out)
     console.print(table)
-
-
-def bench_table(report: dict) -> Table:
-    env = report["environment"]
-    table = Table(title=f"{env['cpu']} ({env['cores']} cores){' + ' + env['gpu'] if 'gpu' in env else ''}",
-                  caption=f"{report['gflop_per_ecg']:.2f} GFLOP per ECG; CPU float32 peak "
-                          f"{report['cpu_peak_gflops']:.0f} GFLOP/s (numpy matmul) = 'peak'; latency per batch in ms")
-    for column in ("backend", "prec", "batch", "ECG/s", "min", "med", "p90", "p99", "max", "GFLOP/s", "peak"):
-        table.add_column(column, justify="left" if column in ("backend", "prec") else "right")
-    for r in report["results"]:
-        lat = r["latency_ms"]
-        share = r.get("share_of_cpu_peak")
-        table.add_row(r["backend"], r["precision"], str(r["batch"]), f"{r['throughput_ecg_per_s']:.0f}",
-                      *(f"{lat[k]:.1f}" for k in ("min", "median", "p90", "p99", "max")),
-                      f"{r['gflops_per_s']:.1f}", f"{share:.0%}" if share is not None else "-")
-    return table
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,39 +33,19 @@ def cpu_isa(cpuinfo: str | None = None) -> list[str]:
     return [name for flag, name in ISA_FLAGS.items() if flag in found]
 
 
-def _tiny_model() -> bytes:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
 def onnxruntime_providers() -> dict[str, str]:
     """Each provider onnxruntime lists, and whether a session really starts on it (it may list
-    CUDA or TensorRT and then fall back to the CPU)."""
-    import onnxruntime as ort
+    CUDA or TensorRT and then fall back to the CPU): the check `auto` makes too."""
+    from ecg_edge.backends.onnxruntime import available_providers, provider_status
 
-    model = _tiny_model()
-    out = {}
-    for provider in ort.get_available_providers():
-        try:
-            options = ort.SessionOptions()
-            options.log_severity_level = 4
-            session = ort.InferenceSession(model, options, providers=[provider])
-            used = session.get_providers()[0]
-            out[provider] = "starts" if used == provider else f"listed, but the session ran on {used}"
-        except Exception as exc:  # onnxruntime's own exception types
-            out[provider] = f"listed, does not start: {str(exc).splitlines()[0][:160]}"
-    return out
+    return {p: "starts" if ok else why for p in available_providers() for ok, why in [provider_status(p)]}
 
 
 def diagnose(export_dir: Path | None) -> dict[str, Any]:
     from ecg_edge.backends import AUTO_ORDER, backend_present
     from ecg_edge.backends.openvino import bf16_status, cpu_capabilities, openvino_status
     from ecg_edge.bench import cpu_model, package_versions
-    from ecg_edge.gpu import tensorrt_status
+    from ecg_edge.gpu import jetson_facts, nvidia_facts, tensorrt_status
 
     report: dict[str, Any] = {
         "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "isa": cpu_isa()},
@@ -77,6 +57,10 @@ def diagnose(export_dir: Path | None) -> dict[str, Any]:
     report["openvino"] = {"capabilities": cpu_capabilities()} if ov_ok else {"missing": ov_why}
     report["bf16"] = dict(zip(("usable", "why"), bf16_status(), strict=True))
     report["tensorrt"] = dict(zip(("usable", "why"), tensorrt_status(), strict=True))
+    report["nvidia"] = nvidia_facts()
+    jetson = jetson_facts()
+    if jetson is not None:
+        report["jetson"] = jetson
     if export_dir is None or not (export_dir / "manifest.json").exists():
         report["auto"] = {"export": str(export_dir) if export_dir else None,
                           "note": "no export here: `ecg-edge export` first, or --model DIR"}

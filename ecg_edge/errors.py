@@ -1,4 +1,5 @@
-"""The one error type for bad input: the CLI turns it into exit code 2 and one line."""
+"""Two error types the CLI turns into one line on stderr: bad input (exit code 2) and a machine that
+cannot run what was asked (exit code 3: a missing library, a driver too old, GPU memory full)."""
 
 from __future__ import annotations
 
@@ -12,3 +13,12 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class MachineError(RuntimeError):
+    """The input is fine but this machine cannot run it: carries the library's own message."""
+
+    def __init__(self, what: str, message: str):
+        self.what = what
+        self.message = message
+        super().__init__(f"{what}: {message}")

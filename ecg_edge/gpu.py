@@ -58,3 +58,90 @@ def tensorrt_status() -> tuple[bool, str]:
     if count < 1:
         return False, "no CUDA GPU is visible"
     return True, "TensorRT and a CUDA GPU are present"
+
+
+def _run(command: list[str], timeout: float = 10.0) -> str | None:
+    """A tool's stdout, or None where it is missing or fails (doctor reads, never changes)."""
+    import shutil
+    import subprocess
+
+    if shutil.which(command[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def parse_nvidia_smi(query_csv: str, header: str | None) -> dict[str, Any]:
+    """`nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader,nounits`
+    (one line per GPU) and the plain `nvidia-smi` banner (for the CUDA version the driver supports)."""
+    import re
+
+    gpus = []
+    driver = None
+    for line in query_csv.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4:
+            continue
+        name, cc, memory, driver = parts[:4]
+        gpus.append({"name": name, "compute_capability": cc,
+                     "memory_gib": round(float(memory) / 1024, 1) if memory.replace(".", "").isdigit() else None})
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", header or "")
+    return {"driver": driver, "cuda_driver_api": cuda.group(1) if cuda else None, "gpus": gpus}
+
+
+def nvidia_facts() -> dict[str, Any]:
+    """Driver, the CUDA version it supports, and each GPU, from nvidia-smi (shipped with the driver)."""
+    query = _run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version",
+                  "--format=csv,noheader,nounits"])
+    if query is None:
+        return {"missing": "no NVIDIA driver here (nvidia-smi not found or failed)"}
+    facts = parse_nvidia_smi(query, _run(["nvidia-smi"]))
+    for package in ("tensorrt", "cuda-python", "onnxruntime-gpu"):
+        from ecg_edge.bench import package_versions
+
+        facts |= {package: v for package, v in package_versions((package,)).items()}
+    return facts
+
+
+# L4T release -> JetPack (NVIDIA's JetPack archive); a release not listed is reported as L4T only.
+JETPACK_OF_L4T = {"35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1",
+                  "36.4.3": "6.2", "36.4.4": "6.2.1", "38.2.0": "7.0"}
+
+
+def parse_tegra_release(text: str) -> str | None:
+    """'# R36 (release), REVISION: 4.3, ...' (/etc/nv_tegra_release) -> '36.4.3'."""
+    import re
+
+    found = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"{found.group(1)}.{found.group(2)}" if found else None
+
+
+def parse_nvpmodel(text: str) -> str | None:
+    """`nvpmodel -q` prints 'NV Power Mode: MAXN' then the mode's number."""
+    for line in text.splitlines():
+        if line.startswith("NV Power Mode:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def jetson_facts() -> dict[str, Any] | None:
+    """On a Jetson: L4T release, JetPack, power mode and whether clocks are pinned (jetson_clocks
+    sets each CPU's minimum clock to its maximum). None elsewhere."""
+    from pathlib import Path
+
+    release_file = Path("/etc/nv_tegra_release")
+    if not release_file.exists():
+        return None
+    l4t = parse_tegra_release(release_file.read_text(errors="replace"))
+    jetpack = (_run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"]) or "").strip() or None
+    mode = parse_nvpmodel(_run(["nvpmodel", "-q"]) or "")
+    cpufreq = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+    try:
+        pinned: bool | None = (cpufreq / "scaling_min_freq").read_text() == (cpufreq / "scaling_max_freq").read_text()
+    except OSError:
+        pinned = None
+    return {"l4t": l4t, "jetpack": jetpack or JETPACK_OF_L4T.get(l4t or ""), "power_mode": mode,
+            "jetson_clocks": pinned}

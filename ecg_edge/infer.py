@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ecg_edge.atomic_files import atomic_write
+from ecg_edge.atomic_files import atomic_write, check_target
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import check_finite, prepare
@@ -266,10 +266,7 @@ def run_inference(
 
 
 def check_output_path(path: Path) -> None:
-    if path.suffix.lower() not in {".csv", ".json"}:
-        raise InputError(path, "output must end in .csv or .json")
-    if not path.parent.exists():
-        raise InputError(path.parent, "output folder does not exist")
+    check_target(path, (".csv", ".json"))
 
 
 def write_results(run: InferenceRun, path: Path) -> None:
@@ -304,3 +301,28 @@ def write_results(run: InferenceRun, path: Path) -> None:
         ],
     }
     atomic_write(path, lambda f: json.dump(document, f, indent=1))
+
+
+# Rows a terminal table shows; files hold them all.
+MAX_TABLE_ROWS = 40
+
+
+def results_table(run: InferenceRun) -> Any:
+    """The first exams of a run, for a terminal."""
+    from rich import box
+    from rich.table import Table
+
+    # Fits 80 columns with six classes: ids, findings and flags fold rather than push numbers out.
+    table = Table(title=f"{len(run.exams)} exams", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("exam_id", overflow="fold", min_width=12)
+    for c in run.classes:
+        table.add_column(c, justify="right", no_wrap=True, min_width=len(c))
+    table.add_column("findings", overflow="fold")
+    table.add_column("quality", overflow="fold", min_width=7)
+    rows = zip(run.exams, run.probabilities, run.findings(), strict=True)
+    for exam, probs, found in list(rows)[:MAX_TABLE_ROWS]:
+        table.add_row(exam.id, *(f"{p:.3f}" for p in probs), ", ".join(found) or "-",
+                      ", ".join(q["flag"] for q in exam.quality) or "-")
+    if len(run.exams) > MAX_TABLE_ROWS:
+        table.caption = f"first {MAX_TABLE_ROWS} of {len(run.exams)} exams: --output FILE.csv/.json writes them all"
+    return table

@@ -12,6 +12,8 @@ LEADS: tuple[str, ...] = (
     "DI", "DII", "DIII", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )
 UNITS = "mV"
+# What amplitudes the network expects, and the one known exception among public datasets.
+AMPLITUDE_NOTE = "millivolts; CODE-layout HDF5 taken as it is (CODE-15% is about 2x mV: pass --scale 0.5)"
 # Suffixes of CODE-layout HDF5 files (many exams per file).
 HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
 # Precisions, in the order tables list them. bf16 has no file: OpenVINO runs the FP32 file in bfloat16.
@@ -21,6 +23,8 @@ BATCH_PROFILE: dict[str, int] = {"min": 1, "opt": 64, "max": 256}
 
 CLASSES: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 BINARY_CLASSES: tuple[str, ...] = ("abnormal",)
+# Name of the output tensor per task (ONNX graphs, TensorRT engines, Triton configs).
+OUTPUT_NAMES: dict[str, str] = {"six": "abnormalities", "binary": "abnormal"}
 # Label column of the binary task in a labels CSV (1 = normal, so abnormal = 1 - normal_ecg).
 NORMAL_COLUMN = "normal_ecg"
 

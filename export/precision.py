@@ -1,13 +1,14 @@
-"""FP16 and calibrated INT8 ONNX from the FP32 file: precision lives in the graph (DESIGN.md)."""
+"""FP16 and calibrated INT8 ONNX from the FP32 file: precision lives in the graph, not in a runtime flag."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,19 +34,68 @@ def to_fp16(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
+FLOAT_PARTS = ("residual", "first_conv", "last_dense")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
 @dataclass(frozen=True)
 class Int8Recipe:
-    """One way to quantize: calibration method, whether the residual path stays in float,
-    and symmetric activations (TensorRT) or asymmetric uint8 (fast on CPUs)."""
+    """One way to quantize.
 
-    method: str = "minmax"  # "minmax" or "percentile"
+    method: onnxruntime's calibrator (min-max, percentile, entropy/KL). per_channel: one weight scale per
+    output channel (else one per tensor). float_parts: what stays in float ("residual": the skip path's
+    Adds and pools; "first_conv": the stem; "last_dense": the classifier). symmetric: int8 activations
+    with zero point 0 (what TensorRT takes) or asymmetric uint8 (fast on CPUs). quantize_bias: int32
+    biases (onnxruntime's default); TensorRT's parser takes DequantizeLinear from 8-bit inputs only, so
+    its file keeps biases in float.
+    """
+
+    method: str = "minmax"
     residual_float: bool = False
     symmetric: bool = False
+    per_channel: bool = True
+    first_conv_float: bool = False
+    last_dense_float: bool = False
+    quantize_bias: bool = True
+
+    @property
+    def float_parts(self) -> tuple[str, ...]:
+        flags = (self.residual_float, self.first_conv_float, self.last_dense_float)
+        return tuple(part for part, on in zip(FLOAT_PARTS, flags, strict=True) if on)
 
     @property
     def label(self) -> str:
         kind = "symmetric int8" if self.symmetric else "asymmetric uint8 (MaxPool float)"
-        return f"{self.method}, {kind} activations, residual {'float' if self.residual_float else 'int8'}"
+        parts = [self.method, f"{kind} activations", "per-channel" if self.per_channel else "per-tensor"]
+        if self.residual_float:
+            parts.append("residual float")
+        if self.first_conv_float:
+            parts.append("first conv float")
+        if self.last_dense_float:
+            parts.append("last dense float")
+        if not self.quantize_bias:
+            parts.append("bias float")
+        return ", ".join(parts)
+
+    def for_tensorrt(self) -> Int8Recipe:
+        """The same choices in the form TensorRT builds from: symmetric int8, float biases."""
+        return replace(self, symmetric=True, quantize_bias=False)
+
+
+def recipe_grid(search: str = "quick", methods: Sequence[str] | None = None) -> list[Int8Recipe]:
+    """The candidates export measures. quick: calibration method x the network's two ends (first conv
+    and last dense) in float; wide: all three calibrators, also per-tensor weights and symmetric
+    activations. (The residual path is not searched: onnxruntime quantizes no Add of this network
+    either way; measured, the same Q/DQ nodes with and without it.)"""
+    methods = tuple(methods or (("minmax", "percentile") if search == "quick" else CALIBRATION_METHODS))
+    if search not in ("quick", "wide"):
+        raise ValueError(f"unknown INT8 search {search!r}: quick or wide")
+    grid = [Int8Recipe(method=m, first_conv_float=ends, last_dense_float=ends)
+            for m in methods for ends in (False, True)]
+    if search == "wide":
+        grid += [Int8Recipe(method=m, per_channel=False) for m in methods]
+        grid += [Int8Recipe(method=m, symmetric=True) for m in methods]
+    return grid
 
 
 def _batches(x: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
@@ -79,25 +129,40 @@ def quantize_int8(prepared: str | Path, dst: str | Path, calibration: np.ndarray
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its progress
+        quantize_static(
+            str(prepared), str(dst), Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=recipe.per_channel,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if recipe.symmetric else QuantType.QUInt8,
+            calibrate_method=methods[recipe.method],
+            nodes_to_exclude=float_nodes(onnx.load(str(prepared)), recipe),
+            extra_options={"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True,
+                           "QuantizeBias": recipe.quantize_bias},
+        )
+    return Path(dst)
+
+
+def float_nodes(model: Any, recipe: Int8Recipe) -> list[str]:
+    """Names of the nodes the recipe keeps in float."""
+    nodes = list(model.graph.node)  # topologically sorted, as ONNX requires
     float_ops = set()
     if not recipe.symmetric:
         # onnxruntime's CPU uint8 MaxPool is about 7x slower than its float one, and max commutes with
         # a monotone quantization: keeping it float costs no accuracy (measured: +9% INT8 throughput).
         float_ops.add("MaxPool")
     if recipe.residual_float:
-        # Keep the skip path (residual Adds and the pools that carry them on) in float.
         float_ops |= {"Add", "MaxPool"}
-    exclude = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in float_ops]
-    with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its progress
-        quantize_static(
-            str(prepared), str(dst), Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QInt8 if recipe.symmetric else QuantType.QUInt8,
-            calibrate_method=methods[recipe.method],
-            nodes_to_exclude=exclude,
-            extra_options={"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True},
-        )
-    return Path(dst)
+    names = [n.name for n in nodes if n.op_type in float_ops]
+    if recipe.first_conv_float:
+        names += [n.name for n in nodes if n.op_type == "Conv"][:1]
+    if recipe.last_dense_float:
+        dense = [n for n in nodes if n.op_type in ("MatMul", "Gemm")][-1:]
+        if dense:
+            names.append(dense[0].name)
+            # the bias Add of a MatMul-form dense layer
+            names += [n.name for n in nodes if n.op_type == "Add" and dense[0].output[0] in n.input]
+    return sorted(set(names))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ecg_edge.atomic_files import atomic_write_bytes
 from ecg_edge.errors import InputError
 from ecg_edge.gpu import gpu_info, tensorrt_status
 from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES
@@ -60,6 +61,11 @@ def build_engine(
     config.set_timing_cache(cache, ignore_mismatch=False)
 
     if dla_core is not None:
+        if precision == "fp32":
+            raise InputError(onnx_path, "the DLA runs FP16 and INT8 only, not FP32")
+        if not hasattr(trt.DeviceType, "DLA"):
+            raise InputError(None, f"--dla-core: TensorRT {trt.__version__} has no DLA support "
+                                   "(JetPack 6 with TensorRT 10 has it on AGX Orin and Orin NX)")
         if builder.num_DLA_cores == 0:
             raise InputError(None, "--dla-core given but this device has no DLA (Jetson AGX/NX only)")
         config.default_device_type = trt.DeviceType.DLA
@@ -69,9 +75,9 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-    Path(plan_path).write_bytes(bytes(serialized))
-    if cache_path is not None:
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    atomic_write_bytes(plan_path, bytes(serialized))
+    if cache_path is not None:  # shared by later builds: a torn cache would fail them all
+        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     gpu = gpu_info()
     return {
         "tensorrt_version": trt.__version__,

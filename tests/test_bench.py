@@ -32,7 +32,7 @@ def test_flops_match_layer_shapes(six_export):
     counted = count_flops(result.out_dir / "model.onnx")
     expected = keras_layer_flops(keras.saving.load_model(model_path))
     assert counted == pytest.approx(expected, rel=1e-6)
-    assert 3.6e9 < counted < 3.7e9  # DESIGN.md: about 3.65 GFLOP per ECG
+    assert 3.6e9 < counted < 3.7e9  # about 3.65 GFLOP per ECG: two per multiply-add of every Conv1D and Dense layer
 
 
 def test_percentiles_ordered():
@@ -104,3 +104,33 @@ def test_cuda_graph_without_ort_cuda_exit_2(six_export):
     r = CliRunner().invoke(app, ["bench", "--model", str(result.out_dir), "--cuda-graph", "--duration", "0.1"])
     assert r.exit_code == 2 and "--cuda-graph runs with the ort-cuda backend" in r.output
     assert "CUDAExecutionProvider" in r.output
+
+
+def test_bench_table_fits_80_columns_uncut(six_export):
+    from rich.console import Console
+
+    from ecg_edge.bench import bench_table, run_matrix
+
+    _, result = six_export
+    report = run_matrix(result.out_dir, [1, 256], ["ort-cpu"], [], warmup_s=0.0, duration_s=0.0, threads=None)
+    for row in report["results"]:  # the widest values a table may meet
+        row["backend"] = "ort-tensorrt"
+    console = Console(width=80, record=True)
+    console.print(bench_table(report))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for row in report["results"]:
+        assert f"{row['throughput_ecg_per_s']:.0f}" in text
+
+
+def test_bench_output_paths_checked_before_work(six_export, tmp_path):
+    _, result = six_export
+    (tmp_path / "plot.png").mkdir()
+    for args, problem in (
+        (["--json", str(tmp_path / "missing" / "b.json")], "output folder does not exist"),
+        (["--plot", str(tmp_path / "plot.png")], "is a folder"),
+        (["--json", str(tmp_path / "b.txt")], "must end in .json"),
+    ):
+        r = CliRunner().invoke(app, ["bench", "--model", str(result.out_dir), "--duration", "30", *args])
+        assert r.exit_code == 2 and problem in r.output, r.output
+        assert "ECG/s" not in r.output  # nothing ran

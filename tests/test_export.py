@@ -19,7 +19,7 @@ from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_mode
 from ecg_edge.gpu import tensorrt_status  # noqa: E402
 from ecg_edge.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.spec import called  # noqa: E402
-from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer  # noqa: E402
+from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer, load_keras_model  # noqa: E402
 
 
 def _save(model, path):
@@ -40,12 +40,20 @@ def test_six_class_export_files_and_manifest(six_export):
     assert manifest["thresholds"]["AF"] == 0.390
     assert {"onnx", "onnxruntime", "tf2onnx", "tensorflow"} <= set(manifest["tools"])
     assert manifest["calibration"]["n"] == 32
+    cal, val = manifest["calibration"], manifest["validation"]
+    # the real records split three ways, disjoint: calibration, recipe choice, gate
+    assert cal["real"] + val["choice"]["real"] + val["gate"]["real"] == val["read"]
+    assert cal["real"] + cal["synthetic"] == 32
+    assert manifest["validation_source"] == ("real and synthetic" if val["gate"]["real"] else "synthetic")
+    assert manifest["model"]["source"].startswith("/")
     sizes = {e["precision"]: e["bytes"] for e in manifest["files"].values()}
     assert sizes["fp16"] < 0.6 * sizes["fp32"] and sizes["int8"] < 0.35 * sizes["fp32"]
     assert not list(out.glob(".export-*"))
     assert "MaxPool float" in manifest["files"]["model.int8.onnx"]["recipe"]  # the CPU flavour's choice
     candidates = manifest["files"]["model.int8.onnx"]["candidates"]
-    assert len(candidates) == 2 and {("residual float" in c["recipe"]) for c in candidates} == {True, False}
+    assert len(candidates) == 2 and {("first conv float" in c["recipe"]) for c in candidates} == {True, False}
+    assert sum(bool(c.get("chosen")) for c in candidates) == 1
+    assert all(c["choice"]["n_exams"] == val["choice"]["real"] + 24 and c["ms_per_exam"] > 0 for c in candidates)
     # the stem's and the four in-block BatchNorms fold into their Conv1Ds; the four after a residual
     # Add cannot (the sum also feeds the next skip path)
     assert manifest["graph_rewrites"] == {"batchnorm_folded_into_conv": 5, "relu_moved_before_squeeze": 5}
@@ -63,7 +71,9 @@ def test_fp32_parity_on_real_records(six_export):
         got = infer_all(backend, x)
     assert np.abs(reference - got).max() < 1e-4
     parity = result.manifest["files"]["model.onnx"]["parity"]
-    assert parity["passed"] and parity["max_abs_diff"] < 1e-4 and parity["n_exams"] == 13 + 24
+    gate = result.manifest["validation"]["gate"]
+    assert parity["passed"] and parity["max_abs_diff"] < 1e-4 and parity["n_exams"] == gate["real"] + 24
+    assert 0 < gate["real"] < 13  # the gate has real records, but not those calibration or the choice took
 
 
 @needs_shared
@@ -79,7 +89,10 @@ def test_fp16_and_int8_agree_with_fp32_on_findings(six_export):
     assert np.abs(outputs["model.fp16.onnx"] - outputs["model.onnx"]).max() < 2e-2
     for name in ("model.fp16.onnx", "model.int8.onnx"):
         assert (called(outputs[name], thresholds) == fp32).mean() >= 0.9
-        assert result.manifest["files"][name]["parity"]["findings_agreement"] >= 0.95
+        parity = result.manifest["files"][name]["parity"]
+        assert parity["exam_agreement"] >= parity["tolerance"]["min_exam_agreement"]
+        assert parity["exams_changed"] == round(parity["n_exams"] * (1 - parity["exam_agreement"]))
+    assert result.manifest["files"]["model.fp16.onnx"]["parity"]["tolerance"]["min_exam_agreement"] == 0.995
 
 
 def test_corrupted_file_refused_by_hash(six_export, tmp_path):
@@ -103,7 +116,7 @@ def test_binary_and_transfer_export(tmp_path, variant):
     keras.utils.set_random_seed(1)
     model = build_binary() if variant == "binary" else build_transfer(build_ribeiro())
     path = _save(model, tmp_path / f"{variant}.keras")
-    result = export_model(path, tmp_path / "out", ExportOptions(precisions=("fp32",), **FAST))
+    result = export_model(load_keras_model(path), tmp_path / "out", ExportOptions(precisions=("fp32",), **FAST))
     manifest = result.manifest
     assert manifest["model"]["kind"] == variant and manifest["output"]["classes"] == ["abnormal"]
     assert manifest["output"]["name"] == "abnormal"
@@ -117,16 +130,16 @@ def test_failed_gate_writes_nothing(six_export, tmp_path):
     model_path, _ = six_export
     out = tmp_path / "out"
     with pytest.raises(ExportGateError, match="FP32 ONNX failed its gate"):
-        export_model(model_path, out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
+        export_model(load_keras_model(model_path), out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
     assert list(out.iterdir()) == []
 
 
 def test_failed_int8_gate_keeps_the_others(six_export, tmp_path):
     model_path, _ = six_export
     out = tmp_path / "out"
-    opts = ExportOptions(precisions=("fp32", "int8"), min_agreement=1.01, **FAST)
+    opts = ExportOptions(precisions=("fp32", "int8"), min_exam_agreement={"int8": 1.01}, **FAST)
     with pytest.raises(ExportGateError, match="int8"):
-        export_model(model_path, out, opts)
+        export_model(load_keras_model(model_path), out, opts)
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["files"]) == {"model.onnx"} and "int8" in manifest["rejected"]
     assert not (out / "model.int8.onnx").exists()
@@ -168,7 +181,8 @@ def test_tensorrt_engines(six_export, tmp_path):
     if not usable:
         pytest.skip(reason)
     model_path, _ = six_export
-    result = export_model(model_path, tmp_path / "out", ExportOptions(engine=True, max_batch=64, **FAST))
+    options = ExportOptions(engine=True, max_batch=64, **FAST)
+    result = export_model(load_keras_model(model_path), tmp_path / "out", options)
     files = result.manifest["files"]
     assert {"model.fp32.plan", "model.fp16.plan", "model.int8.plan", "model.int8.sym.onnx"} <= set(files)
     assert files["model.fp32.plan"]["parity"]["max_abs_diff"] < 1e-3
@@ -183,3 +197,63 @@ def test_load_ecgs_limit_and_scale(tmp_path):
     got, ids = load_ecgs([h5], limit=70, scale=0.5)
     assert got.shape == (70, 4096, 12) and ids == [str(i) for i in range(70)]
     assert np.allclose(got, x[:70] * 0.5)
+
+
+def test_for_tensorrt_writes_and_gates_the_symmetric_int8_file(six_export, tmp_path):
+    from conftest import RANDOM_WEIGHT_GATES
+
+    from ecg_edge.export.tensorrt_check import check_tensorrt_onnx
+
+    model_path, _ = six_export
+    out = tmp_path / "out"
+    # symmetric activations spend half of int8's range on the negative side that ReLU outputs never
+    # reach: on random weights 16 of 24 exams keep their findings, so the gate here is set under that
+    options = ExportOptions(precisions=("fp32", "fp16", "int8"), for_tensorrt=True,
+                            min_exam_agreement=RANDOM_WEIGHT_GATES | {"int8": 0.6}, **FAST)
+    result = export_model(load_keras_model(model_path), out, options)
+    files = result.manifest["files"]
+    sym = files["model.int8.sym.onnx"]
+    assert sym["variant"] == "symmetric" and "bias float" in sym["recipe"]
+    assert sym["parity"]["passed"] and sym["parity"]["n_exams"] == files["model.onnx"]["parity"]["n_exams"]
+    assert "--int8" in sym["trtexec"]["tensorrt10"] and "model.int8.sym.onnx" in sym["trtexec"]["tensorrt11"]
+    assert "trtexec" in files["model.fp16.onnx"] and "trtexec" not in files["model.int8.onnx"]
+    assert check_tensorrt_onnx(out / "model.int8.sym.onnx") == []
+    # the CPU file (uint8 activations, int32 biases) is exactly what TensorRT would refuse
+    assert any("uint8" in p or "int32" in p for p in check_tensorrt_onnx(out / "model.int8.onnx"))
+
+
+def test_keras_backend_finds_the_model_when_the_export_moved(six_export, tmp_path):
+    from ecg_edge.training.keras_backend import open_reference
+
+    model_path, result = six_export
+    moved = tmp_path / "moved"
+    shutil.copytree(model_path.parent, moved)
+    manifest = load_manifest(moved / "export")
+    manifest["model"]["source"] = str(tmp_path / "gone" / model_path.name)  # as if the old place were deleted
+    backend = open_reference(moved / "export", manifest)
+    assert backend.model_path.resolve() == (moved / model_path.name).resolve()
+    manifest["model"].pop("source_relative")
+    with pytest.raises(InputError, match="is gone"):
+        open_reference(moved / "export", manifest)
+
+
+def test_dla_with_fp32_refused_before_work(six_export, tmp_path):
+    model_path, _ = six_export
+    with pytest.raises(InputError, match="DLA runs FP16 and INT8 only"):
+        export_model(load_keras_model(model_path), tmp_path / "o",
+                     ExportOptions(engine=True, dla_core=0, precisions=("fp32", "int8"), **FAST))
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_table_fits_80_columns_uncut(six_export):
+    from rich.console import Console
+
+    from ecg_edge.export.pipeline import export_table
+
+    _, result = six_export
+    console = Console(width=80, record=True)
+    console.print(export_table(result.manifest, result.out_dir))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for name, entry in result.manifest["files"].items():
+        assert name in text and f"{entry['parity']['exam_agreement']:.1%}" in text

@@ -262,7 +262,7 @@ def test_evaluate_scores_reproduces_table_2_exactly(tmp_path):
 @pytest.mark.slow
 def test_fetch_then_reproduce(zenodo, released_zip, home, tmp_path):
     """Both commands against the local server: the released network on a CODE-layout test set."""
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     x, params = synthesize(24, seed=5)
     tracings = write_code_hdf5(tmp_path / "ecg_tracings.hdf5", x)

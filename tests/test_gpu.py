@@ -31,6 +31,52 @@ def test_status_names_what_is_missing():
     assert "TensorRT is not installed" in reason and "ecg-edge[tensorrt]" in reason
 
 
+def test_nvidia_smi_and_jetson_text_parsed():
+    from ecg_edge.gpu import JETPACK_OF_L4T, parse_nvidia_smi, parse_nvpmodel, parse_tegra_release
+
+    facts = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 9.0, 81559, 580.65.06\nNVIDIA H200, 9.0, 143771, 580.65.06\n",
+                             "| NVIDIA-SMI 580.65.06   Driver Version: 580.65.06   CUDA Version: 13.0     |")
+    assert facts["driver"] == "580.65.06" and facts["cuda_driver_api"] == "13.0"
+    assert [g["name"] for g in facts["gpus"]] == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+    assert facts["gpus"][0] == {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_gib": 79.6}
+    assert parse_tegra_release("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64") \
+        == "36.4.3"
+    assert parse_tegra_release("garbage") is None
+    assert parse_nvpmodel("NV Power Mode: MAXN_SUPER\n2\n") == "MAXN_SUPER"
+    assert JETPACK_OF_L4T["36.4.3"] == "6.2"
+
+
+def test_provider_listed_but_not_starting_is_not_present(monkeypatch):
+    """onnxruntime-gpu lists CUDA where it cannot start: the probe's answer, not the list, decides."""
+    import onnxruntime as ort
+
+    from ecg_edge.backends import onnxruntime as ort_backend
+
+    ort_backend.provider_status.cache_clear()
+    monkeypatch.setattr(ort_backend, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    ok, why = ort_backend.provider_status("CUDAExecutionProvider")
+    ort_backend.provider_status.cache_clear()
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the probe's other branch applies")
+    assert not ok and "CUDAExecutionProvider" in why and ("does not start" in why or "ran on" in why)
+
+
+def test_machine_failure_exits_3(tmp_path, monkeypatch):
+    """A machine that cannot run the work (here: the provider check fails as on a GPU host without
+    cuDNN) exits 3 with the library's message; bad input stays exit 2."""
+    from typer.testing import CliRunner
+
+    from ecg_edge.cli import app
+    from ecg_edge.errors import MachineError
+
+    def no_cudnn(*args, **kwargs):
+        raise MachineError("CUDAExecutionProvider on model.onnx", "libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr("ecg_edge.cli.resolve_export_dir", no_cudnn)
+    result = CliRunner().invoke(app, ["infer", str(tmp_path / "x.h5")])
+    assert result.exit_code == 3 and "libcudnn.so.9" in result.output and "Traceback" not in result.output
+
+
 # ---- on a machine with an NVIDIA GPU (pytest -m gpu); each skips here with its reason ----
 
 
@@ -55,7 +101,7 @@ def test_ort_cuda_and_its_cuda_graph_match_cpu(request):
         pytest.skip("onnxruntime here has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
     six_export = request.getfixturevalue("six_export")  # an export only where the test runs
     from ecg_edge.backends import open_backend
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     _, result = six_export
     x, _ = synthesize(40, seed=11)
@@ -83,11 +129,12 @@ def test_tensorrt_backend_and_ep_each_precision(request, tmp_path):
     from ecg_edge.bench import bench_backend
     from ecg_edge.export.pipeline import ExportOptions, export_model
     from ecg_edge.spec import REFERENCE_THRESHOLDS, called
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
+    from ecg_edge.training.models import load_keras_model
 
     model_path, _ = six_export
     out = tmp_path / "out"
-    result = export_model(model_path, out, ExportOptions(engine=True, max_batch=64, **FAST))
+    result = export_model(load_keras_model(model_path), out, ExportOptions(engine=True, max_batch=64, **FAST))
     x, _ = synthesize(40, seed=12)
     expected = _reference(out, x)
     thresholds = np.array(list(REFERENCE_THRESHOLDS.values()))

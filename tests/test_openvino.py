@@ -26,7 +26,7 @@ def _bf16_here() -> tuple[bool, str]:
 
 @pytest.fixture(scope="module")
 def inputs():
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     return synthesize(48, seed=21)[0]
 

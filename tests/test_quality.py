@@ -104,7 +104,7 @@ def test_limb_lead_reversal_is_seen_on_most_records():
 
 
 def test_microvolts_read_as_millivolts_and_a_dead_recording():
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     x = synthesize(1, seed=3)[0][0]
     assert [f.name for f in assess(x, x)] == []
@@ -115,7 +115,7 @@ def test_microvolts_read_as_millivolts_and_a_dead_recording():
 
 
 def test_a_held_value_at_the_end_is_not_clipping():
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     x = synthesize(1, seed=5)[0][0].astype(np.float64)
     x[-200:, 1] = x[:, 1].max()  # the recorder stopped on its largest value: no saturation inside
@@ -125,7 +125,7 @@ def test_a_held_value_at_the_end_is_not_clipping():
 
 
 def test_padded_says_by_how_much_and_a_10_s_record_is_not_padded():
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     x = synthesize(1, seed=2)[0][0]
     assert assess(x[:4000], x[:4000], pad_samples=96) == []  # 10 s: as the network's training exams were
@@ -134,7 +134,7 @@ def test_padded_says_by_how_much_and_a_10_s_record_is_not_padded():
 
 
 def test_hdf5_exams_get_flags_and_provenance_from_their_zero_padding(tmp_path):
-    from ecg_edge.training.synthetic import synthesize
+    from ecg_edge.synthetic import synthesize
 
     x, _ = synthesize(3, seed=7)
     x[1, :748] = 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ecg_measure import heart_rate_bpm, pr_interval_ms, qrs_width_ms, rr_cv
 
-from ecg_edge.training.synthetic import synthesize, write_synthetic_set
+from ecg_edge.synthetic import synthesize, write_synthetic_set
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+from ecg_edge.synthetic import write_synthetic_set  # noqa: E402
 from ecg_edge.training.evaluate import evaluate, write_report  # noqa: E402
-from ecg_edge.training.synthetic import write_synthetic_set  # noqa: E402
 from ecg_edge.training.train import TrainOptions, finetune_model, train_model  # noqa: E402
 
 
@@ -63,10 +63,25 @@ def test_resume_after_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_model([h5], labels, out, options, epoch_end=interrupt)
     assert seen == [0] and not out.exists()
+    # As if epoch 0 had been far better than any later one: the resumed run must keep its best.keras.
+    work = tmp_path / "m.training"
+    rows = _log(work / "training.csv")
+    rows[0]["val_loss"] = "1e-9"
+    with open(work / "training.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    best_before = (work / "best.keras").read_bytes()
     resumed = []
-    train_model([h5], labels, out, options, epoch_end=lambda epoch, logs: resumed.append(epoch))
+    _, info = train_model([h5], labels, out, options, epoch_end=lambda epoch, logs: resumed.append(epoch))
     assert resumed == [1]  # epoch 0 was not run again
-    assert [int(r["epoch"]) for r in _log(tmp_path / "m.training" / "training.csv")] == [0, 1]
+    assert [int(r["epoch"]) for r in _log(work / "training.csv")] == [0, 1]
+    assert (work / "best.keras").read_bytes() == best_before  # the worse epoch 1 did not overwrite it
+    assert info["epochs_run"] == 2
+    # A fresh run in the same place: its own log and count, the earlier log kept aside.
+    _, info = train_model([h5], labels, out, options)
+    assert info["epochs_run"] == 2 and (work / "training.previous-1.csv").exists()
+    assert [int(r["epoch"]) for r in _log(work / "training.csv")] == [0, 1]
 
 
 def test_finetune_keeps_frozen_layers(trained, tmp_path):

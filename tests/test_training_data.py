@@ -5,8 +5,8 @@ import pytest
 
 pytest.importorskip("keras")
 from ecg_edge.errors import InputError  # noqa: E402
+from ecg_edge.synthetic import synthesize, write_synthetic_set  # noqa: E402
 from ecg_edge.training.data import read_labels_csv, train_validation_sequences  # noqa: E402
-from ecg_edge.training.synthetic import synthesize, write_synthetic_set  # noqa: E402
 
 
 def test_sequence_batches_match_file_and_labels(tmp_path):

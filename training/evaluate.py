@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ecg_edge.atomic_files import atomic_write
+from ecg_edge.atomic_files import atomic_target, atomic_write
 from ecg_edge.errors import InputError
 from ecg_edge.infer import InferenceRun, run_inference
 from ecg_edge.spec import CLASSES, called
@@ -79,9 +79,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a model (.keras/.hdf5 file, or an export folder through any backend) on labelled data."""
     from ecg_edge.backends import open_backend
-    from ecg_edge.export.keras_backend import KerasBackend
     from ecg_edge.readers import expand_inputs, format_of
     from ecg_edge.readers.wfdb import read_wfdb_labels
+    from ecg_edge.training.keras_backend import KerasBackend
 
     model = Path(model)
     if model.is_dir():
@@ -114,8 +114,8 @@ def score_probabilities(
     scores: str | Path, labels_csv: str | Path, thresholds: dict[str, float] | None = None, n_boot: int = 200,
 ) -> dict[str, Any]:
     """Score precomputed probabilities (an (n, 6) or (n, 1) .npy, rows in the labels' order)."""
+    from ecg_edge.model_info import default_info
     from ecg_edge.training.data import read_label_matrix
-    from ecg_edge.training.model_info import default_info
 
     scores = Path(scores)
     try:
@@ -212,6 +212,21 @@ def write_report(report: dict[str, Any], out_dir: str | Path, suffix: str = "") 
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / f"curves{suffix}.png", dpi=100)
+    with atomic_target(out_dir / f"curves{suffix}.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return out_dir
+
+
+def scores_table(result: dict[str, Any]) -> Any:
+    """One row per class: positives and each metric."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['n_exams']} exams, {result['backend']}")
+    table.add_column("class")
+    table.add_column("n+", justify="right")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for c, s in result["scores"].items():
+        table.add_row(c, str(s["positives"]), *("-" if s[m] != s[m] else f"{s[m]:.3f}" for m in METRICS))
+    return table

@@ -11,7 +11,8 @@ import keras
 from keras import layers
 
 from ecg_edge.errors import InputError
-from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES
+from ecg_edge.model_info import LoadedModel, read_model_info
+from ecg_edge.spec import HDF5_SUFFIXES, INPUT_NAME, LEADS, N_SAMPLES
 
 KERNEL_SIZE = 16
 KERNEL_INIT = "he_normal"
@@ -152,3 +153,30 @@ def load_ribeiro_weights(path: str | Path, model: keras.Model | None = None) -> 
                 )
             layer.set_weights(values)
     return model
+
+
+def load_keras_model(path: str | Path) -> LoadedModel:
+    """A `.keras` model (with its `.json` info when present) or the original Keras-2 `model.hdf5`.
+
+    Returns (path, model, info) with info's task, kind, classes and thresholds.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such model file")
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        model = load_ribeiro_weights(path)
+        return LoadedModel(path.resolve(), model, read_model_info(path, "six", "ribeiro"))
+    if path.suffix.lower() != ".keras":
+        raise InputError(path, "model must be a .keras file or the original model.hdf5")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for damaged archives
+        raise InputError(path, f"not a loadable Keras model ({exc.__class__.__name__}: {exc})") from None
+    if tuple(model.input_shape) != (None, N_SAMPLES, len(LEADS)):
+        raise InputError(path, f"model input {model.input_shape} is not (None, {N_SAMPLES}, {len(LEADS)})")
+    n_out = model.output_shape[-1]
+    task = "six" if n_out == 6 else "binary" if n_out == 1 else None
+    if task is None:
+        raise InputError(path, f"model has {n_out} outputs: expected 6 (abnormalities) or 1 (abnormal)")
+    kind = "transfer" if "transfer" in model.name else "ribeiro" if task == "six" else "binary"
+    return LoadedModel(path.resolve(), model, read_model_info(path, task, kind))

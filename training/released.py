@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ecg_edge.fetch import RECORDS, discard, obtain, publish, source_md5, staging, zip_member
-from ecg_edge.training.model_info import default_info, info_path
+from ecg_edge.model_info import default_info, info_path
 
 MODEL_FILE = "model.keras"
 

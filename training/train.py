@@ -12,11 +12,17 @@ import keras
 import numpy as np
 
 from ecg_edge.errors import InputError
+from ecg_edge.model_info import write_model_info
 from ecg_edge.spec import class_names
 from ecg_edge.training.data import HDF5Sequence, train_validation_sequences
 from ecg_edge.training.metrics import max_f1_threshold
-from ecg_edge.training.model_info import write_model_info
-from ecg_edge.training.models import build_binary, build_ribeiro, build_transfer, compile_for_training
+from ecg_edge.training.models import (
+    build_binary,
+    build_ribeiro,
+    build_transfer,
+    compile_for_training,
+    load_keras_model,
+)
 
 
 @dataclass
@@ -44,15 +50,21 @@ def _strategy(name: str) -> Any:
     return None
 
 
-def callbacks(work_dir: Path, options: TrainOptions, epoch_end: Callable[[int, dict], None] | None) -> list:
-    """The reference's callbacks plus resumption: BackupAndRestore keeps the last finished epoch."""
+def callbacks(
+    work_dir: Path, options: TrainOptions, epoch_end: Callable[[int, dict], None] | None,
+    best_so_far: float | None = None,
+) -> list:
+    """The reference's callbacks plus resumption: BackupAndRestore keeps the last finished epoch, and
+    `best_so_far` (the best validation loss before an interruption) keeps a worse epoch of the resumed
+    run from overwriting best.keras."""
     cbs = [
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=options.lr_patience,
                                           min_lr=options.learning_rate / 100),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.early_stopping_patience,
                                       min_delta=1e-5),
         keras.callbacks.ModelCheckpoint(work_dir / "last.keras"),
-        keras.callbacks.ModelCheckpoint(work_dir / "best.keras", monitor="val_loss", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(work_dir / "best.keras", monitor="val_loss", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(work_dir / "training.csv", append=True),
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
     ]
@@ -91,11 +103,12 @@ def _fit(
     out = Path(out)
     work_dir = out.with_suffix(".training")
     work_dir.mkdir(parents=True, exist_ok=True)
+    best_so_far = _resume_state(work_dir)
     strategy = _strategy(options.strategy)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build()
     model.fit(train, validation_data=val, epochs=options.epochs, verbose=0,
-              callbacks=callbacks(work_dir, options, epoch_end))
+              callbacks=callbacks(work_dir, options, epoch_end, best_so_far))
     best = work_dir / "best.keras"
     if best.exists():
         model = keras.saving.load_model(best)
@@ -103,7 +116,8 @@ def _fit(
     info = {"task": options.task, "kind": kind, "classes": classes,
             "thresholds": choose_thresholds(model, val, classes),
             "thresholds_source": f"max F1 on {len(val.index)} validation exams",
-            "trained_on": [str(p) for p in data], "epochs_run": len(_read_log(work_dir / "training.csv"))}
+            "trained_on": [str(p) for p in data],
+            "epochs_run": len({r["epoch"] for r in _read_log(work_dir / "training.csv")})}
     tmp = out.with_name(out.name + ".part.keras")
     model.save(tmp)
     tmp.replace(out)
@@ -111,6 +125,23 @@ def _fit(
     train.close()
     val.close()
     return out, info
+
+
+def _resume_state(work_dir: Path) -> float | None:
+    """The best validation loss of the run being resumed; None for a fresh run, whose folder is
+    cleared of an earlier run's log (kept aside) and best model."""
+    backup = work_dir / "backup"
+    log = work_dir / "training.csv"
+    if backup.is_dir() and any(backup.iterdir()):
+        losses = [float(r["val_loss"]) for r in _read_log(log) if r.get("val_loss")]
+        return min(losses) if losses else None
+    if log.exists():
+        k = 1
+        while (work_dir / f"training.previous-{k}.csv").exists():
+            k += 1
+        log.rename(work_dir / f"training.previous-{k}.csv")
+    (work_dir / "best.keras").unlink(missing_ok=True)
+    return None
 
 
 def _read_log(path: Path) -> list[dict[str, str]]:
@@ -150,10 +181,9 @@ def finetune_model(
 
     With `unfreeze_epochs`, a second stage trains every layer at a tenth of the learning rate.
     """
-    from ecg_edge.export.onnx_export import load_keras_model
 
     options = options or TrainOptions(task="binary")
-    base_model, base_info = load_keras_model(base)
+    _, base_model, base_info = load_keras_model(base)
     if base_info["task"] != "six":
         raise InputError(base, "the base of a transfer model must be a six-class model")
     n_out = len(class_names(options.task))

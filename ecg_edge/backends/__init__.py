@@ -39,7 +39,7 @@ def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tupl
     if name == "openvino":
         return _openvino_present(manifest, precision)
     if name.startswith("ort-"):
-        from ecg_edge.backends.onnxruntime import PROVIDERS, available_providers
+        from ecg_edge.backends.onnxruntime import PROVIDERS, provider_status
 
         if precision == "bf16":
             return False, "onnxruntime has no BF16 path on the CPU (the openvino backend has)"
@@ -50,18 +50,15 @@ def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tupl
             found = find_file(manifest, "onnx", precision, "symmetric")
             if found is None or manifest["files"][found].get("variant") != "symmetric":
                 return False, ("no symmetric INT8 ONNX file (TensorRT takes zero points of 0 only; "
-                               "ecg-edge export --engine makes it)")
-        provider = PROVIDERS[name.removeprefix("ort-")][0]
-        if provider not in available_providers():
-            return False, f"onnxruntime here lacks {provider}"
-        return True, ""
+                               "ecg-edge export --for-tensorrt makes it)")
+        return provider_status(PROVIDERS[name.removeprefix("ort-")][0])
     if name == "keras":
         try:
             import keras  # noqa: F401
         except ImportError:
             return False, "TensorFlow/Keras is not installed"
         if name not in _REGISTERED:
-            return False, "the Keras reference is not loaded (import ecg_edge.export.keras_backend)"
+            return False, "the Keras reference is not loaded (import ecg_edge.training.keras_backend)"
         return True, ""
     return False, f"unknown backend {name!r}"
 
@@ -101,6 +98,7 @@ def open_backend(
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
     choice = ""
+    asked = backend
     if backend == "auto":
         reasons, cpu = [], []
         for name in AUTO_ORDER:
@@ -127,6 +125,9 @@ def open_backend(
         if not ok:
             raise InputError(export_dir, f"backend {backend} cannot run {precision}: {why}")
 
+    if cuda_graph and backend != "ort-cuda":
+        how = f"auto took {backend}" + (f" ({choice})" if choice else "") if asked == "auto" else f"{backend} was named"
+        raise InputError(None, f"--cuda-graph needs the ort-cuda backend; {how}")
     runner = _construct(export_dir, manifest, backend, precision, threads, cuda_graph)
     runner.choice = choice
     return runner, manifest

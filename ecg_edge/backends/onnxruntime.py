@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ecg_edge.backends.base import Backend
-from ecg_edge.errors import InputError
+from ecg_edge.errors import InputError, MachineError
 from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES
 
 PROVIDERS = {
@@ -22,6 +24,57 @@ def available_providers() -> list[str]:
     import onnxruntime as ort
 
     return list(ort.get_available_providers())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0][:300]
+
+
+@functools.cache
+def provider_status(provider: str) -> tuple[bool, str]:
+    """Whether a session really starts on `provider`. onnxruntime-gpu lists CUDA and TensorRT even
+    where they cannot start (no driver, no cuDNN) and then runs on the CPU with a log line; a tiny
+    session tells. The reason is onnxruntime's own message."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if provider not in available_providers():
+        return False, f"onnxruntime here lacks {provider} (install onnxruntime-gpu for CUDA/TensorRT)"
+    if provider == "CPUExecutionProvider":
+        return True, ""
+    preload_cuda_libraries()
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        used = ort.InferenceSession(model, options, providers=[provider, "CPUExecutionProvider"]).get_providers()
+    except Exception as exc:  # onnxruntime's own exception types
+        return False, f"{provider} is listed but does not start: {_first_line(exc)}"
+    if used[0] != provider:
+        return False, f"{provider} is listed but a session on it ran on {used[0]} (driver, CUDA or cuDNN missing)"
+    return True, ""
+
+
+_preloaded = False
+
+
+def preload_cuda_libraries() -> None:
+    """Where CUDA and cuDNN come as pip packages (nvidia-*-cu13), onnxruntime finds them only after
+    `preload_dlls()` (no LD_LIBRARY_PATH needed); elsewhere the system's libraries serve."""
+    global _preloaded
+    import importlib.util
+
+    import onnxruntime as ort
+
+    if _preloaded or not hasattr(ort, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
+        return
+    _preloaded = True
+    with contextlib.suppress(Exception):  # the probe session then reports onnxruntime's own reason
+        ort.preload_dlls()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -59,8 +112,10 @@ class OnnxRuntimeBackend(Backend):
         for provider in PROVIDERS[self.device]:
             if provider == "TensorrtExecutionProvider":
                 out.append((provider, self._trt_options()))
-            elif provider == "CUDAExecutionProvider" and self.cuda_graph:
-                out.append((provider, {"enable_cuda_graph": "1"}))
+            elif provider == "CUDAExecutionProvider":
+                # FP32 computes in FP32: TF32's 10-bit mantissa would be another precision
+                cuda = {"use_tf32": "0" if self.precision == "fp32" else "1"}
+                out.append((provider, cuda | ({"enable_cuda_graph": "1"} if self.cuda_graph else {})))
             else:
                 out.append(provider)
         return out
@@ -84,9 +139,11 @@ class OnnxRuntimeBackend(Backend):
     def _activate(self) -> None:
         import onnxruntime as ort
 
-        missing = [p for p in PROVIDERS[self.device][:1] if p not in available_providers()]
-        if missing:
-            raise InputError(None, f"onnxruntime here lacks {missing[0]} (install onnxruntime-gpu for CUDA/TensorRT)")
+        wanted = PROVIDERS[self.device][0]
+        if wanted not in available_providers():
+            raise InputError(None, f"onnxruntime here lacks {wanted} (install onnxruntime-gpu for CUDA/TensorRT)")
+        if self.device != "cpu":
+            preload_cuda_libraries()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
@@ -94,20 +151,40 @@ class OnnxRuntimeBackend(Backend):
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=self._provider_options())
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise InputError(self.path, f"onnxruntime cannot load this model ({exc.__class__.__name__})") from None
+        except Exception as exc:  # onnxruntime raises its own exception types
+            if self.device != "cpu" and self._loads_on_cpu():
+                raise MachineError(f"{wanted} on {self.path.name}", _first_line(exc)) from None
+            raise InputError(self.path, f"onnxruntime cannot load this model ({_first_line(exc)})") from None
         self.providers_in_use = self._session.get_providers()
+        if self.providers_in_use[0] != wanted:  # onnxruntime fell back (to the CPU) with a log line only
+            self._session = None
+            raise MachineError(f"ort-{self.device}", f"{wanted} did not start; the session would have run on "
+                                                     f"{self.providers_in_use[0]}")
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
             raise InputError(self.path, f"model input is {[i.name for i in inputs]}, expected ['{INPUT_NAME}']")
         self._output = self._session.get_outputs()[0].name
         self._bound = None
 
+    def _loads_on_cpu(self) -> bool:
+        import onnxruntime as ort
+
+        try:
+            ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        except Exception:  # the file itself is bad
+            return False
+        return True
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         assert self._session is not None
-        if not self.io_binding:
-            return self._session.run([self._output], {INPUT_NAME: batch})[0]
-        return self._infer_bound(batch)
+        try:
+            if not self.io_binding:
+                return self._session.run([self._output], {INPUT_NAME: batch})[0]
+            return self._infer_bound(batch)
+        except Exception as exc:  # on a GPU: out of memory, a lost device; the input was checked
+            if self.device == "cpu":
+                raise
+            raise MachineError(f"ort-{self.device} batch of {batch.shape[0]}", _first_line(exc)) from None
 
     def _infer_bound(self, batch: np.ndarray) -> np.ndarray:
         import onnxruntime as ort
@@ -142,4 +219,5 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         graph = " + CUDA graph" if self.cuda_graph else ""
-        return f"onnxruntime {self.precision} on {', '.join(self.providers_in_use) or self.device}{graph}"
+        tf32 = ", TF32 off" if self.device == "cuda" and self.precision == "fp32" else ""
+        return f"onnxruntime {self.precision} on {', '.join(self.providers_in_use) or self.device}{graph}{tf32}"

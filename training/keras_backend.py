@@ -1,7 +1,7 @@
 """Keras: the reference, from the model an export was made from. Needs TensorFlow (the `train` extra).
 
-It lives here, above the runtime, because it loads models through export/ and training/; importing
-this module registers it with `ecg_edge.backends` (the CLI imports it when `keras` is named)."""
+It lives with the models, above the runtime (which never loads Keras); importing this module
+registers it with `ecg_edge.backends` (the CLI imports it when `keras` is named)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ class KerasBackend(Backend):
 
     def _activate(self) -> None:
         try:
-            from ecg_edge.export.onnx_export import load_keras_model
+            from ecg_edge.training.models import load_keras_model
         except ImportError:  # TensorFlow/Keras missing
             raise InputError(self.model_path, "the keras backend needs TensorFlow: "
                                               "pip install 'ecg-edge[train]'") from None
-        self._model, self.info = load_keras_model(self.model_path)
+        _, self._model, self.info = load_keras_model(self.model_path)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._model(batch, training=False), dtype=np.float32)
@@ -47,6 +47,11 @@ def open_reference(export_dir: Path, manifest: dict[str, Any]) -> KerasBackend:
     from ecg_edge.manifest import sha256_file
 
     source = Path(manifest["model"]["source"])
+    relative = manifest["model"].get("source_relative")
+    if not source.exists() and relative:
+        # the export folder and its model moved together
+        moved = (Path(export_dir) / relative).resolve()
+        source = moved if moved.exists() else source
     if not source.exists():
         raise InputError(source, "the Keras model this export was made from is gone")
     if sha256_file(source) != manifest["model"]["source_sha256"]:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ecg_edge.spec import REFERENCE_THRESHOLDS, class_names
+
+
+class LoadedModel(NamedTuple):
+    """A Keras model in memory with where it came from and what it is (task, classes, thresholds)."""
+
+    path: Path
+    model: Any
+    info: dict[str, Any]
 
 
 def info_path(model_path: str | Path) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -257,3 +258,21 @@ def write_synthetic_set(
         tmp_h5.unlink(missing_ok=True)
         tmp_csv.unlink(missing_ok=True)
     return out, csv_path
+
+
+def summarize_labels(csv_path: Path) -> Any:
+    """A table of how many exams carry each label."""
+    import csv
+
+    from rich.table import Table
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = Table(title=f"{csv_path.name}: {len(rows)} exams")
+    table.add_column("label")
+    table.add_column("exams", justify="right")
+    table.add_column("share", justify="right")
+    for name in (*CLASSES, NORMAL_COLUMN):
+        count = sum(int(r[name]) for r in rows)
+        table.add_row(name, str(count), f"{count / max(len(rows), 1):.1%}")
+    return table

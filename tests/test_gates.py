@@ -1,0 +1,158 @@
+"""The export gates' arithmetic and the TensorRT static check: no TensorFlow needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecg_edge.export.parity import compare, wilson_interval
+
+THRESHOLDS = np.full(6, 0.5, np.float32)
+
+
+def test_gate_is_per_exam_not_per_decision():
+    # 30 exams, 6 classes: one decision changed in each of 9 exams passes the old 95%-of-decisions gate
+    # while 30% of the exams changed
+    reference = np.full((30, 6), 0.2, np.float32)
+    candidate = reference.copy()
+    candidate[:9, 0] = 0.6
+    parity = compare(reference, candidate, THRESHOLDS, "fp32", min_exam_agreement=0.97)
+    assert parity.decision_agreement >= 0.95
+    assert parity.exam_agreement == pytest.approx(21 / 30) and parity.exams_changed == 9
+    assert not parity.passed and "exams unchanged" in parity.failed[0]
+    assert parity.flips == {"0": 9}
+
+
+def test_max_abs_gate_fails_even_when_findings_hold():
+    reference = np.full((5, 6), 0.1, np.float32)
+    candidate = reference + 0.3  # 0.4: still under the 0.5 thresholds
+    parity = compare(reference, candidate, THRESHOLDS, "fp32", max_abs=0.25, min_exam_agreement=0.97)
+    assert parity.exam_agreement == 1.0 and not parity.passed
+    assert parity.failed == ["max |dp| 3.00e-01 > 0.25"]
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(40, 40)
+    assert high == 1.0 and 0.90 < low < 0.92  # 40/40 does not prove 100%
+    low, high = wilson_interval(37, 40)
+    assert low < 37 / 40 < high
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+onnx = pytest.importorskip("onnx")
+
+
+def _qdq_conv_model(path, zero_point_dtype=np.int8, zero_point=0, bias_int32=False, axis=0, opset=17,
+                    extra_op=None):
+    """A tiny Q/DQ Conv as a quantizer writes one, with one thing broken at a time."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 2, 1, 3), np.int8), "w_q")
+    w_scale = numpy_helper.from_array(np.full(4, 0.1, np.float32), "w_scale")
+    w_zp = numpy_helper.from_array(np.zeros(4, np.int8), "w_zp")
+    x_scale = numpy_helper.from_array(np.array(0.05, np.float32), "x_scale")
+    x_zp = numpy_helper.from_array(np.array(zero_point, zero_point_dtype), "x_zp")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"], name="q_x"),
+        helper.make_node("DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"], name="dq_x"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w_dq"], name="dq_w", axis=axis),
+    ]
+    inits = [w, w_scale, w_zp, x_scale, x_zp]
+    conv_inputs = ["x_dq", "w_dq"]
+    if bias_int32:
+        inits += [numpy_helper.from_array(np.zeros(4, np.int32), "b_q"),
+                  numpy_helper.from_array(np.full(4, 0.005, np.float32), "b_scale"),
+                  numpy_helper.from_array(np.zeros(4, np.int32), "b_zp")]
+        nodes.append(helper.make_node("DequantizeLinear", ["b_q", "b_scale", "b_zp"], ["b_dq"], name="dq_b"))
+        conv_inputs.append("b_dq")
+    nodes.append(helper.make_node("Conv", conv_inputs, ["y"], name="conv"))
+    out = "y"
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, ["y"], ["z"], name="extra"))
+        out = "z"
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 1, 8])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return path
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({}, None),
+    ({"zero_point_dtype": np.uint8, "zero_point": 128}, "type uint8"),
+    ({"zero_point": 3}, "is not 0"),
+    ({"bias_int32": True}, "is int32"),
+    ({"axis": 1}, "per-channel axis 1"),
+    ({"opset": 25}, "opset 25"),
+    ({"extra_op": "StringNormalizer"}, "operator StringNormalizer"),
+])
+def test_tensorrt_check_finds_each_broken_rule(tmp_path, kwargs, expected):
+    from ecg_edge.export.tensorrt_check import check_tensorrt_onnx
+
+    problems = check_tensorrt_onnx(_qdq_conv_model(tmp_path / "m.onnx", **kwargs))
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) >= 1 and any(expected in p for p in problems), problems
+
+
+def test_tensorrt_check_opset_range_per_release(tmp_path):
+    from ecg_edge.export.tensorrt_check import check_tensorrt_onnx
+
+    path = _qdq_conv_model(tmp_path / "m.onnx", opset=22)
+    assert any("opset 22" in p for p in check_tensorrt_onnx(path, tensorrt="10"))
+    assert check_tensorrt_onnx(path, tensorrt="11") == []
+
+
+def test_trtexec_commands():
+    from ecg_edge.export.pipeline import trtexec_commands
+
+    lines = trtexec_commands("model.int8.sym.onnx", "int8")
+    assert "--int8" in lines["tensorrt10"] and "--int8" not in lines["tensorrt11"]
+    assert "--minShapes=signal:1x4096x12" in lines["tensorrt10"]
+    assert "--maxShapes=signal:256x4096x12" in lines["tensorrt11"]
+    assert "--noTF32" in trtexec_commands("model.onnx", "fp32")["tensorrt11"]
+    assert "--fp16" in trtexec_commands("model.fp16.onnx", "fp16")["tensorrt10"]
+
+
+def test_stale_staging_removed_live_kept(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from ecg_edge.export.pipeline import _stale_staging
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    folders = {"dead": {"host": host, "pid": dead.pid}, "live": {"host": host, "pid": os.getpid()},
+               "other-host": {"host": host + "-elsewhere", "pid": dead.pid}}
+    for name, owner in folders.items():
+        (tmp_path / f".export-{name}").mkdir()
+        (tmp_path / f".export-{name}" / "owner.json").write_text(json.dumps(owner))
+        (tmp_path / f".export-{name}" / "model.onnx").write_bytes(b"x" * 100)
+    old = tmp_path / ".export-ownerless"
+    old.mkdir()
+    os.utime(old, (0, 0))
+    _stale_staging(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".export-live", ".export-other-host"]
+
+
+def test_check_trt_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from ecg_edge.cli import app
+
+    good = _qdq_conv_model(tmp_path / "good.onnx")
+    bad = _qdq_conv_model(tmp_path / "bad.onnx", bias_int32=True)
+    runner = CliRunner()
+    result = runner.invoke(app, ["check-trt", str(good)])
+    assert result.exit_code == 0 and "ok for TensorRT 10" in result.output
+    result = runner.invoke(app, ["check-trt", str(good), str(bad), "--tensorrt", "11"])
+    assert result.exit_code == 1 and "int32" in result.output
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage")
+    result = runner.invoke(app, ["check-trt", str(junk)])
+    assert result.exit_code == 2 and "junk.onnx" in result.output and "Traceback" not in result.output
