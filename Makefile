@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-min lint bench clean
+.PHONY: demo test test-min lint bench gpu-check clean
 
 $(BIN)/ecg-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: $(BIN)/ecg-edge
 
 bench: $(BIN)/ecg-edge
 	$(BIN)/python benchmarks/run_matrix.py
+
+# On a machine with an NVIDIA GPU, with what it has (installs nothing): doctor, pytest -m gpu, the GPU
+# bench matrix -> benchmarks/results/ (and OUT=DIR). MODEL=EXPORT_DIR where TensorFlow is absent.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py $(if $(MODEL),--model $(MODEL)) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) .venv-min build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -374,6 +374,35 @@ def export(
     console.print(f"wrote {out}")
 
 
+@app.command()
+@user_errors
+def engine(
+    model: ModelOption = None,
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, int8 (INT8 needs the export's "
+                                                "model.int8.sym.onnx: export --for-tensorrt).")] = "fp32,fp16,int8",
+    validation: Annotated[list[Path] | None, typer.Option(help="Real recordings for the engines' gate (synthetic "
+                                                                "ECGs are always used).", readable=False)] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch of the engines' profile.")]
+    = BATCH_PROFILE["max"],
+    opt_batch: Annotated[int, typer.Option(min=1, help="Batch the engines are tuned for.")] = BATCH_PROFILE["opt"],
+    dla_core: Annotated[int | None, typer.Option(help="Jetson: build for this DLA core (FP16/INT8).")] = None,
+) -> None:
+    """Build and gate TensorRT engines here, from an export's ONNX files (no TensorFlow needed):
+    engines run only on the GPU and TensorRT version that built them, so build them on the target."""
+    from ecg_edge.export.pipeline import ExportGateError, ExportOptions, add_engines, export_table
+
+    export_dir = resolve_export_dir(model)
+    options = ExportOptions(precisions=_split(precision), engine=True, max_batch=max_batch,
+                            opt_batch=opt_batch, dla_core=dla_core)
+    try:
+        manifest = add_engines(export_dir, options, validation=validation or [],
+                               log=lambda line: console.print(line, markup=False, highlight=False))
+    except ExportGateError as exc:
+        err_console.print(f"error: {export_dir}: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(export_table(manifest, export_dir))
+
+
 @app.command("check-trt")
 @user_errors
 def check_trt(

@@ -114,9 +114,10 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
                   "outputs on real recordings are not diagnoses.", highlight=False)
 
 
-def random_weight_export(out_dir: Path) -> Path:
-    """The Ribeiro architecture with random weights, exported FP32/FP16/INT8 (speed does not
-    depend on the weights). Needs the `train` extra."""
+def random_weight_export(out_dir: Path, for_tensorrt: bool = False) -> Path:
+    """The Ribeiro architecture with random weights, exported FP32/FP16/INT8 (and the symmetric
+    INT8 file for TensorRT with `for_tensorrt`): speed does not depend on the weights. Needs the
+    `train` extra."""
     try:
         import keras
     except ImportError:
@@ -134,5 +135,5 @@ def random_weight_export(out_dir: Path) -> Path:
     # records the empty gate.
     export_model(load_keras_model(model_path), out_dir / "export", ExportOptions(
         n_calibration=32, n_synthetic_validation=16, int8_recipes=(Int8Recipe(),),
-        min_exam_agreement={}, int8_atol=1.0))
+        min_exam_agreement={}, int8_atol=1.0, for_tensorrt=for_tensorrt))
     return out_dir / "export"

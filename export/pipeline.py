@@ -17,7 +17,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -392,7 +392,7 @@ def export_model(
             runtime_precisions["bf16"] = _gate_bf16(fp32_path, gate, options, rejected, log)
 
         if options.engine:
-            _build_engines(staging, files, sets, gate, options, rejected, log)
+            _build_engines(staging, staging, files, gate, options, rejected, log)
 
         manifest = {
             "format": FORMAT_VERSION,
@@ -517,32 +517,83 @@ def _symmetric_int8(
 
 
 def _build_engines(
-    staging: Path, files: dict[str, dict[str, Any]], sets: HeldOut, gate: _Gate, options: ExportOptions,
+    source_dir: Path, plan_dir: Path, files: dict[str, dict[str, Any]], gate: _Gate, options: ExportOptions,
     rejected: dict[str, Parity], log: Callable[[str], None],
 ) -> None:
-    """TensorRT engines from the gated ONNX files (INT8 from the symmetric one)."""
+    """TensorRT engines from the gated ONNX files in `source_dir` (INT8 from the symmetric one),
+    each gated against FP32 like the files; `files` gets an entry per engine that passed."""
     from ecg_edge.backends.tensorrt import TensorRTBackend
     from ecg_edge.export.tensorrt_engine import build_engine
 
-    cache = staging.parent / "timing.cache"  # kept across exports: later builds reuse it
+    cache = plan_dir.parent / "timing.cache"  # beside the export's files: later builds reuse it
     for precision in options.precisions:
         name = SYMMETRIC_INT8_NAME if precision == "int8" else ONNX_NAMES.get(precision)
         if name is None or name not in files:
             continue
-        source = staging / name
-        plan = staging / f"model.{precision}.plan"
-        log(f"TensorRT {precision} engine from {source.name}")
-        facts = build_engine(source, plan, max_batch=options.max_batch, opt_batch=options.opt_batch,
+        plan = plan_dir / f"model.{precision}.plan"
+        log(f"TensorRT {precision} engine from {name}")
+        facts = build_engine(source_dir / name, plan, max_batch=options.max_batch, opt_batch=options.opt_batch,
                              timing_cache=cache, dla_core=options.dla_core, precision=precision)
         with TensorRTBackend(plan, facts) as backend:
-            out = infer_all(backend, sets.gate, batch=min(32, options.max_batch))
+            out = infer_all(backend, gate.sets.gate, batch=min(32, options.max_batch))
         max_abs = {"fp32": options.fp32_atol * 10, "fp16": options.fp16_atol, "int8": options.int8_atol}[precision]
         parity, real = gate.check(out, precision, options, max_abs)
         log(f"  engine {precision} vs fp32: {parity.summary()}")
         if parity.passed:
             files[plan.name] = _file_entry(plan, "tensorrt", precision, **_parity_fields(parity, real), **facts)
         else:
+            plan.unlink(missing_ok=True)
             rejected[f"tensorrt-{precision}"] = parity
+
+
+def add_engines(
+    export_dir: str | Path, options: ExportOptions | None = None, validation: Sequence[str | Path] = (),
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Build and gate TensorRT engines on this machine from an export's gated ONNX files: the
+    normal workflow on a Jetson or a GPU server, which need no TensorFlow. The gate compares each
+    engine with the FP32 ONNX file run by onnxruntime on the CPU, on synthetic ECGs (and real ones
+    from `validation`); the manifest gains the engines that pass. Raises ExportGateError after
+    writing those that passed if one failed."""
+    from ecg_edge.gpu import tensorrt_status
+    from ecg_edge.manifest import load_manifest, verified_path
+
+    options = options or ExportOptions(precisions=("fp32", "fp16", "int8"))
+    if options.dla_core is not None and "fp32" in options.precisions:
+        raise InputError(None, "--dla-core: the DLA runs FP16 and INT8 only; pass --precision fp16,int8")
+    usable, reason = tensorrt_status()
+    if not usable:
+        raise InputError(None, f"cannot build TensorRT engines here: {reason}")
+    export_dir = Path(export_dir)
+    manifest = load_manifest(export_dir)
+    for name in manifest["files"]:
+        if manifest["files"][name]["format"] == "onnx":
+            verified_path(export_dir, manifest, name)
+    if "int8" in options.precisions and SYMMETRIC_INT8_NAME not in manifest["files"]:
+        log(f"int8: no {SYMMETRIC_INT8_NAME} in the export (make one with `ecg-edge export --for-tensorrt`)")
+    classes = list(manifest["output"]["classes"])
+    thresholds = np.array([manifest["thresholds"][c] for c in classes], dtype=np.float32)
+    sets = held_out_sets((), validation, replace(options, n_calibration=0))
+    gate = _Gate(sets, _onnx_outputs(export_dir / ONNX_NAMES["fp32"], sets.gate), thresholds, classes)
+    files = dict(manifest["files"])
+    rejected: dict[str, Parity] = {}
+    _stale_staging(export_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=export_dir))
+    (staging / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    try:
+        _build_engines(export_dir, staging, files, gate, options, rejected, log)
+        new = [name for name in files if name not in manifest["files"]]
+        for name in new:  # engines move in before the manifest that names them
+            (staging / name).replace(export_dir / name)
+        manifest["files"] = files
+        manifest["rejected"] = manifest.get("rejected", {}) | {k: v.as_dict() for k, v in rejected.items()}
+        write_json_atomic(export_dir / MANIFEST_NAME, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if rejected:
+        numbers = "; ".join(f"{k}: {v.summary()}" for k, v in rejected.items())
+        raise ExportGateError(f"engines that failed their gates and were not written: {numbers}")
+    return manifest
 
 
 def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:

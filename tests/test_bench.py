@@ -134,3 +134,34 @@ def test_bench_output_paths_checked_before_work(six_export, tmp_path):
         r = CliRunner().invoke(app, ["bench", "--model", str(result.out_dir), "--duration", "30", *args])
         assert r.exit_code == 2 and problem in r.output, r.output
         assert "ECG/s" not in r.output  # nothing ran
+
+
+def test_gpu_check_runs_here_and_says_what_it_skipped(six_export, tmp_path, home):
+    """The GPU machine's one command runs on a CPU too: no GPU row, every skip with its reason."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gpu_check", root / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = gpu_check
+    spec.loader.exec_module(gpu_check)
+    _, result = six_export
+    before = sorted(p.name for p in result.out_dir.iterdir())
+    code = gpu_check.main(["--model", str(result.out_dir), "--out", str(tmp_path / "out"),
+                           "--results", str(tmp_path / "results"), "--duration", "0.1"])
+    assert code == 0
+    [md] = (tmp_path / "out").glob("*.md")
+    doc = json.loads(md.with_suffix(".json").read_text())
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has a GPU runtime: the rows are real ones")
+    assert doc["results"] == [] and "No GPU backend ran here." in md.read_text()
+    skipped = "\n".join(doc["skipped"])
+    assert "tensorrt engines: TensorRT is not installed" in skipped
+    assert "ort-cuda fp32:" in skipped and "CUDAExecutionProvider" in skipped
+    assert "passed" in doc["tests"]["summary"] or "skipped" in doc["tests"]["summary"]
+    assert doc["doctor"]["nvidia"].get("missing") or doc["doctor"]["nvidia"].get("gpus")
+    assert sorted(p.name for p in result.out_dir.iterdir()) == before  # the user's export is untouched

@@ -160,6 +160,20 @@ def test_cli_export_errors(tmp_path, home):
     assert not (tmp_path / "o").exists()
 
 
+def test_engine_command_without_tensorrt_exits_2(six_export):
+    if tensorrt_status()[0]:
+        pytest.skip("TensorRT and a GPU are present: engines build here")
+    from typer.testing import CliRunner
+
+    from ecg_edge.cli import app
+
+    _, result = six_export
+    before = sorted(p.name for p in result.out_dir.iterdir())
+    r = CliRunner().invoke(app, ["engine", "--model", str(result.out_dir)])
+    assert r.exit_code == 2 and "TensorRT is not installed" in r.output
+    assert sorted(p.name for p in result.out_dir.iterdir()) == before
+
+
 def test_engine_without_tensorrt_exits_2(six_export, tmp_path):
     usable, reason = tensorrt_status()
     if usable:
@@ -180,8 +194,10 @@ def test_tensorrt_engines(six_export, tmp_path):
     usable, reason = tensorrt_status()
     if not usable:
         pytest.skip(reason)
+    from conftest import RANDOM_WEIGHT_GATES
+
     model_path, _ = six_export
-    options = ExportOptions(engine=True, max_batch=64, **FAST)
+    options = ExportOptions(engine=True, max_batch=64, min_exam_agreement=RANDOM_WEIGHT_GATES | {"int8": 0.6}, **FAST)
     result = export_model(load_keras_model(model_path), tmp_path / "out", options)
     files = result.manifest["files"]
     assert {"model.fp32.plan", "model.fp16.plan", "model.int8.plan", "model.int8.sym.onnx"} <= set(files)
