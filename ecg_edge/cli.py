@@ -216,6 +216,22 @@ def evaluate(
                    for p in precisions]
     for result in results:
         console.print(scores_table(result))
+    if len(results) > 1:
+        from ecg_edge.training.evaluate import precision_agreement
+
+        for g in precision_agreement(results):
+            p = g["parity"]
+            low, high = p["exam_agreement_ci95"]
+            console.print(f"{g['precision']} vs {g['reference']}: findings unchanged in {p['exam_agreement']:.1%} of "
+                          f"exams ({p['n_exams'] - p['exams_changed']}/{p['n_exams']}, 95% CI {low:.1%}-{high:.1%}), "
+                          f"max |dp| {p['max_abs_diff']:.2e}", highlight=False, markup=False, soft_wrap=True)
+            for c in g["changed"][:MAX_FLIPS_SHOWN]:
+                change = "; ".join(filter(None, (f"gained {', '.join(c['gained'])}" if c["gained"] else "",
+                                                 f"lost {', '.join(c['lost'])}" if c["lost"] else "")))
+                console.print(f"  {c['exam_id']}: {change}", highlight=False, markup=False)
+            if len(g["changed"]) > MAX_FLIPS_SHOWN:
+                console.print(f"  ... {len(g['changed']) - MAX_FLIPS_SHOWN} more in --report's report.md",
+                              highlight=False, markup=False)
     if report is not None:
         if len(results) > 1:
             write_comparison(results, report)
@@ -458,6 +474,8 @@ def parse_thresholds(values: list[str], classes: list[str]) -> dict[str, float]:
     return out
 
 
+MAX_FLIPS_SHOWN = 20
+
 # Options several commands share: one definition each.
 ScaleOption = Annotated[float, typer.Option(help=f"Multiply amplitudes. Expected: {AMPLITUDE_NOTE}.")]
 FsOption = Annotated[float | None, typer.Option(help=".npy input: sampling rate in Hz.")]
@@ -527,11 +545,11 @@ def check_report_dir(folder: Path) -> None:
 def _run_and_report(
     recordings: list[Path], model: Path | None, backend: str, precision: str, batch: int,
     threshold: list[str] | None, scale: float, fs: float | None, leads: str | None, threads: int | None,
-    keep_going: bool, cuda_graph: bool, report_dir: Path | None,
+    keep_going: bool, cuda_graph: bool, report_dir: Path | None, shard: str | None = None,
 ) -> InferenceRun:
     """What infer and report share: read, infer with progress, draw sheets as batches finish."""
     from ecg_edge.backends import open_backend
-    from ecg_edge.infer import ReadOptions, count_exams, run_inference
+    from ecg_edge.infer import ReadOptions, count_exams, parse_shard, run_inference
     from ecg_edge.progress import progress_bar
     from ecg_edge.readers import expand_inputs
 
@@ -542,9 +560,9 @@ def _run_and_report(
     runner, manifest = open_backend(export_dir, backend, precision, threads=threads, cuda_graph=cuda_graph)
     overrides = parse_thresholds(threshold or [], list(manifest["output"]["classes"]))
     options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going,
-                          keep_traces=report_dir is not None)
+                          keep_traces=report_dir is not None, shard=parse_shard(shard) if shard else None)
     paths = expand_inputs(recordings)
-    total = None if keep_going else count_exams(paths)
+    total = None if keep_going or shard else count_exams(paths)
     writer = None
     if report_dir is not None:
         from ecg_edge.report import ReportWriter
@@ -561,7 +579,7 @@ def _run_and_report(
             err_console.print(f"backend: {runner.describe()} ({how})", markup=False, highlight=False, soft_wrap=True)
             run = run_inference(paths, runner, manifest, batch=batch, options=options, thresholds=overrides,
                                 progress=advance, on_skip=report_skip, on_batch=writer.add if writer else None)
-        if not run.exams:
+        if not run.exams and not shard:  # a shard may hold no exam; a whole input must hold one
             raise InputError(recordings[0], "no exam could be read")
         if writer is not None:
             index = writer.finish()
@@ -592,14 +610,18 @@ def infer(
                                              "and replay it (fixed batch).")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also draw each exam's 12-lead sheet and an "
                                                 "index.html into this folder.", readable=False)] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: only the I-th (from 0) of N fixed parts of the exams, "
+                                                   "for job arrays; `ecg-edge merge` joins the outputs.")] = None,
 ) -> None:
     """Probabilities, findings and signal-quality flags per exam, from recordings in any readable format."""
-    from ecg_edge.infer import check_output_path, results_table, write_results
+    from ecg_edge.infer import check_output_path, parse_shard, results_table, write_results
 
+    if shard is not None:
+        parse_shard(shard)
     if output is not None:
         check_output_path(output)
     run = _run_and_report(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
-                          keep_going, cuda_graph, report)
+                          keep_going, cuda_graph, report, shard)
     console.print(results_table(run))
     busy = run.compute_s / run.wall_s if run.wall_s else 0.0
     console.print(f"{len(run.exams)} exams in {run.wall_s:.2f} s: {run.throughput:.1f} ECG/s "
@@ -607,6 +629,20 @@ def infer(
     if output is not None:
         write_results(run, output)
         console.print(f"wrote {output}")
+
+
+@app.command()
+@user_errors
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(help="Outputs of `infer --shard I/N` (all .csv or all .json).",
+                                                 readable=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The merged .csv or .json.", readable=False)],
+) -> None:
+    """Join the outputs of sharded `infer` runs into one file; overlapping shards are refused."""
+    from ecg_edge.infer import merge_results
+
+    n = merge_results(inputs, output)
+    console.print(f"wrote {n} exams from {len(inputs)} files to {output}", highlight=False)
 
 
 @app.command()

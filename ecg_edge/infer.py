@@ -7,6 +7,7 @@ queue of at most `QUEUE_BATCHES` preprocessed batches stands between the reader 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import queue
 import threading
@@ -37,6 +38,24 @@ class ReadOptions:
     keep_going: bool = False
     assess: bool = True  # quality flags and provenance per exam
     keep_traces: bool = False  # each exam's 12 leads as read (mV, own rate), for sheets
+    shard: tuple[int, int] | None = None  # (i, n): only the exams of the i-th of n parts (0 <= i < n)
+
+    def in_shard(self, key: str) -> bool:
+        return self.shard is None or shard_of(key, self.shard[1]) == self.shard[0]
+
+
+def shard_of(key: str, n: int) -> int:
+    """The part (of n) an exam belongs to, from its key (file name, and exam id inside an HDF5
+    file): the same in every run, on every machine, whatever the order or folder of the inputs."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:16], 16) % n
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' (0 <= I < N): a Slurm array index or a Kubernetes completion index over N parts."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit()) or not 0 <= int(i) < int(n):
+        raise InputError(None, f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(i), int(n)
 
 
 @dataclass
@@ -164,6 +183,8 @@ def iter_batches(
             if fmt == "hdf5":
                 for chunk_ids, block in iter_hdf5_chunks(path):
                     for exam_id, x in zip(chunk_ids, block, strict=True):
+                        if not options.in_shard(f"{path.name}#{exam_id}"):
+                            continue
                         try:
                             check_finite(x, f"{path} (exam {exam_id})")
                         except InputError as exc:
@@ -175,7 +196,7 @@ def iter_batches(
                         full = add(_hdf5_exam(exam_id, path, x, options), x)
                         if full is not None:
                             yield full
-            else:
+            elif options.in_shard(path.name):  # one exam per file: decided before reading it
                 full = add(*_recording_exam(path, fmt, options))
                 if full is not None:
                     yield full
@@ -326,3 +347,67 @@ def results_table(run: InferenceRun) -> Any:
     if len(run.exams) > MAX_TABLE_ROWS:
         table.caption = f"first {MAX_TABLE_ROWS} of {len(run.exams)} exams: --output FILE.csv/.json writes them all"
     return table
+
+
+def merge_results(inputs: Sequence[Path], out: Path) -> int:
+    """Join the CSV or JSON outputs of `infer --shard` runs into one file (atomically); an exam in
+    two inputs, or inputs of different models or classes, are refused. Returns the exams written."""
+    check_target(out, (".csv", ".json"))
+    suffix = out.suffix.lower()
+    for path in inputs:
+        if path.suffix.lower() != suffix:
+            raise InputError(path, f"cannot merge into {suffix}: every input must be {suffix} too")
+        if not path.is_file():
+            raise InputError(path, "no such file")
+    seen: dict[str, Path] = {}
+
+    def claim(exam_id: str, path: Path) -> None:
+        if seen.get(exam_id, path) != path:  # repeats inside one file came from one run's inputs
+            raise InputError(path, f"exam {exam_id} is also in {seen[exam_id]}: overlapping shards "
+                                   "(or inputs whose exam ids repeat across files)")
+        seen[exam_id] = path
+
+    if suffix == ".csv":
+        header: list[str] | None = None
+        rows: list[list[str]] = []
+        for path in inputs:
+            with open(path, newline="") as f:
+                reader = csv.reader(f)
+                head = next(reader, None)
+                if head is None or head[:1] != ["exam_id"]:
+                    raise InputError(path, "not an ecg-edge results CSV (no exam_id column first)")
+                if header is not None and head != header:
+                    raise InputError(path, "columns differ from the first input's (another model or classes)")
+                header = head
+                for row in reader:
+                    claim(row[0], path)
+                    rows.append(row)
+
+        def write_csv(f: Any) -> None:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+        atomic_write(out, write_csv)
+        return len(rows)
+    merged: dict[str, Any] | None = None
+    for path in inputs:
+        try:
+            doc = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("exams"), list):
+            raise InputError(path, "not an ecg-edge results JSON (no 'exams' list)")
+        for exam in doc["exams"]:
+            claim(str(exam.get("exam_id")), path)
+        if merged is None:
+            merged = {k: v for k, v in doc.items() if k != "exams"} | {"exams": [], "skipped": [], "merged_from": []}
+        for key in ("classes", "model_sha256", "thresholds"):
+            if doc.get(key) != merged.get(key):
+                raise InputError(path, f"'{key}' differs from the first input's: not shards of one run")
+        merged["exams"] += doc["exams"]
+        merged["skipped"] += doc.get("skipped", [])
+        merged["merged_from"].append(str(path))
+    assert merged is not None
+    atomic_write(out, lambda f: json.dump(merged, f, indent=1))
+    return len(merged["exams"])

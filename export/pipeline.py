@@ -26,7 +26,6 @@ import numpy as np
 from ecg_edge.backends.base import infer_all
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 from ecg_edge.errors import InputError
-from ecg_edge.export.parity import Parity, compare
 from ecg_edge.export.precision import (
     Int8Recipe,
     preprocess_for_quantization,
@@ -37,6 +36,7 @@ from ecg_edge.export.precision import (
 from ecg_edge.export.tensorrt_check import check_tensorrt_onnx
 from ecg_edge.manifest import FORMAT_VERSION, MANIFEST_NAME, sha256_file, write_json_atomic
 from ecg_edge.model_info import LoadedModel
+from ecg_edge.parity import Parity, compare
 from ecg_edge.spec import (
     AMPLITUDE_NOTE,
     BATCH_PROFILE,
@@ -465,7 +465,7 @@ def _choose_int8(
     log: Callable[[str], None],
 ) -> tuple[Int8Recipe, Path, list[dict[str, Any]]]:
     """Quantize with each recipe and score it on the choice set (never on the gate set): per-exam
-    agreement with FP32, then max |dp|, then measured time per exam."""
+    agreement with FP32 on its real ECGs, then on all of it, then max |dp|, then measured time per exam."""
     fp32_choice = _onnx_outputs(fp32_path, sets.choice)
     n_real = sets.n_real["choice"]
     best = None
@@ -483,7 +483,10 @@ def _choose_int8(
                                          classes=gate.classes).as_dict()
         candidates.append(row)
         log(f"  int8 candidate [{recipe.label}]: {parity.summary()}, {ms:.1f} ms/exam")
-        key = (parity.exam_agreement, -parity.max_abs_diff, -ms)
+        # real ECGs first (synthetic ones outnumber them in the choice set), then all, then the size of
+        # the worst change, then speed
+        real_agreement = row["choice_real"]["exam_agreement"] if n_real else 1.0
+        key = (real_agreement, parity.exam_agreement, -parity.max_abs_diff, -ms)
         if best is None or key > best[0]:
             best = (key, recipe, path, len(candidates) - 1)
     assert best is not None

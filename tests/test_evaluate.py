@@ -31,6 +31,22 @@ def test_evaluate_export_on_real_records_side_by_side(six_export, tmp_path):
     positives = {c: fp32["scores"][c]["positives"] for c in CLASSES}
     assert positives == {"1dAVb": 0, "RBBB": 1, "LBBB": 0, "SB": 1, "AF": 1, "ST": 1}
     assert (out / "curves-int8.png").exists()
+    # per-exam agreement of INT8 with FP32, counted here from the two reports' probabilities
+    thresholds = np.array([fp32["thresholds"][c] for c in CLASSES])
+    from ecg_edge.backends import open_backend
+    from ecg_edge.backends.base import infer_all
+    from ecg_edge.export.pipeline import load_ecgs
+    from ecg_edge.spec import called
+
+    x, _ = load_ecgs(labelled)
+    outputs = {}
+    for precision in ("fp32", "int8"):
+        runner, _ = open_backend(result.out_dir, "ort-cpu", precision)
+        with runner:
+            outputs[precision] = called(infer_all(runner, x), thresholds)
+    changed = int((outputs["fp32"] != outputs["int8"]).any(axis=1).sum())
+    assert f"findings unchanged in {(11 - changed) / 11:.1%} of exams ({11 - changed}/11" in r.output
+    assert "## Findings against the reference precision" in text and f"({11 - changed}/11)" in text
 
 
 def test_evaluate_errors(six_export, tmp_path):

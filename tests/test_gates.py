@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecg_edge.export.parity import compare, wilson_interval
+from ecg_edge.parity import compare, wilson_interval
 
 THRESHOLDS = np.full(6, 0.5, np.float32)
 

@@ -357,3 +357,42 @@ def test_permission_denied_exit_2():
             for d in dirnames:
                 os.chmod(os.path.join(dirpath, d), 0o755)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_shards_cover_the_run_once_and_merge(tmp_path):
+    """N shards: disjoint, their union is the unsharded output; merge joins them (CSV and JSON)."""
+    export = tiny_export(tmp_path / "tiny")
+    from ecg_edge.synthetic import synthesize
+
+    h5a, _ = _hdf5_set(tmp_path / "a.h5", n=30, seed=1)
+    h5b = write_code_hdf5(tmp_path / "b.h5", synthesize(25, seed=2)[0], exam_ids=np.arange(5000, 5025))
+    inputs = [str(h5a), str(h5b)] + ([str(SHARED_WFDB)] if SHARED_WFDB.exists() else [])
+    whole = tmp_path / "whole.csv"
+    assert run_cli("infer", *inputs, "--model", str(export), "-o", str(whole)).exit_code == 0
+
+    def rows(path):
+        with open(path, newline="") as f:
+            return {r["exam_id"]: r for r in csv.DictReader(f)}
+
+    parts = []
+    for i in range(3):
+        for suffix in (".csv", ".json"):
+            out = tmp_path / f"part{i}{suffix}"
+            r = run_cli("infer", *reversed(inputs), "--model", str(export), "--shard", f"{i}/3", "-o", str(out))
+            assert r.exit_code == 0, r.output
+        parts.append(rows(tmp_path / f"part{i}.csv"))
+    assert all(len(p) > 0 for p in parts) and sum(len(p) for p in parts) == len(rows(whole))
+    assert {k: v for p in parts for k, v in p.items()} == rows(whole)  # same ids, probabilities, flags
+    merged = tmp_path / "merged.csv"
+    r = run_cli("merge", *(str(tmp_path / f"part{i}.csv") for i in range(3)), "-o", str(merged))
+    assert r.exit_code == 0 and rows(merged) == rows(whole)
+    merged_json = tmp_path / "merged.json"
+    r = run_cli("merge", *(str(tmp_path / f"part{i}.json") for i in range(3)), "-o", str(merged_json))
+    doc = json.loads(merged_json.read_text())
+    assert r.exit_code == 0 and sorted(e["exam_id"] for e in doc["exams"]) == sorted(rows(whole))
+    # overlapping shards and bad --shard values are refused, nothing written
+    r = run_cli("merge", str(tmp_path / "part0.csv"), str(whole), "-o", str(tmp_path / "x.csv"))
+    assert r.exit_code == 2 and "overlapping shards" in r.output and not (tmp_path / "x.csv").exists()
+    for bad in ("3/3", "a/b", "1"):
+        r = run_cli("infer", str(h5a), "--model", str(export), "--shard", bad)
+        assert r.exit_code == 2 and "--shard" in r.output

@@ -12,6 +12,7 @@ import numpy as np
 from ecg_edge.atomic_files import atomic_target, atomic_write
 from ecg_edge.errors import InputError
 from ecg_edge.infer import InferenceRun, run_inference
+from ecg_edge.parity import compare
 from ecg_edge.spec import CLASSES, called
 from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, pr_curve, roc_curve, threshold_metrics
 
@@ -106,8 +107,50 @@ def evaluate(
         "model": str(model), "backend": run.backend, "precision": run.precision, "n_exams": len(run.ids),
         "classes": classes, "thresholds": manifest["thresholds"],
         "scores": score_classes(y, run.probabilities, classes, manifest["thresholds"], n_boot),
-        "_y": y, "_p": run.probabilities,
+        "_y": y, "_p": run.probabilities, "_ids": list(run.ids),
     }
+
+
+def precision_agreement(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each precision against FP32 (or the first one given) on the same exams: the share of exams
+    whose findings did not change (95% Wilson interval), and per changed exam what appeared and
+    what went away. Labels play no part: this is what a user checks on their own data."""
+    reference = next((r for r in reports if r["precision"] == "fp32"), reports[0])
+    classes = reference["classes"]
+    thresholds = np.array([reference["thresholds"][c] for c in classes], dtype=np.float32)
+    a = called(reference["_p"], thresholds)
+    out = []
+    for r in reports:
+        if r is reference:
+            continue
+        parity = compare(reference["_p"], r["_p"], thresholds, reference["precision"], classes=classes)
+        b = called(r["_p"], thresholds)
+        changed = [{"exam_id": r["_ids"][i],
+                    "gained": [c for k, c in enumerate(classes) if b[i, k] and not a[i, k]],
+                    "lost": [c for k, c in enumerate(classes) if a[i, k] and not b[i, k]]}
+                   for i in np.flatnonzero((a != b).any(axis=1))]
+        out.append({"precision": r["precision"], "reference": reference["precision"], "parity": parity.as_dict(),
+                    "changed": changed})
+    return out
+
+
+def agreement_markdown(agreements: Sequence[dict[str, Any]]) -> str:
+    lines = ["## Findings against the reference precision", "",
+             "| precision | vs | exams unchanged | 95% CI | max abs diff | flips per class |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for g in agreements:
+        p = g["parity"]
+        flips = ", ".join(f"{c} {n}" for c, n in p["flips"].items()) or "-"
+        lines.append(f"| {g['precision']} | {g['reference']} | {p['exam_agreement']:.1%} "
+                     f"({p['n_exams'] - p['exams_changed']}/{p['n_exams']}) | {p['exam_agreement_ci95'][0]:.1%}-"
+                     f"{p['exam_agreement_ci95'][1]:.1%} | {p['max_abs_diff']:.2e} | {flips} |")
+    for g in agreements:
+        if g["changed"]:
+            lines += ["", f"Exams whose findings changed in {g['precision']}:", ""]
+            lines += [f"- {c['exam_id']}: " + "; ".join(filter(None, (
+                f"gained {', '.join(c['gained'])}" if c["gained"] else "",
+                f"lost {', '.join(c['lost'])}" if c["lost"] else ""))) for c in g["changed"]]
+    return "\n".join(lines) + "\n"
 
 
 def score_probabilities(
@@ -175,7 +218,8 @@ def write_comparison(reports: Sequence[dict[str, Any]], out_dir: str | Path, hea
     and curves."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [comparison_markdown(reports) if head is None else head]
+    parts = [comparison_markdown(reports) + "\n" + agreement_markdown(precision_agreement(reports))
+             if head is None else head]
     for r in reports:
         write_report(r, out_dir, suffix=f"-{r['precision']}")
         parts.append(report_markdown(r).replace("# Evaluation of", section.format(precision=r["precision"]), 1))
