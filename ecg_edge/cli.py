@@ -363,6 +363,8 @@ def export(
     = BATCH_PROFILE["max"],
     dla_core: Annotated[int | None, typer.Option(help="Jetson: build for this DLA core (GPU fallback).")] = None,
     fp32_atol: Annotated[float, typer.Option(help="FP32 ONNX vs Keras tolerance (max abs).")] = 1e-4,
+    triton: Annotated[Path | None, typer.Option("--triton", help="Also write a Triton model repository here "
+                                                "(see `ecg-edge triton`).", readable=False)] = None,
 ) -> None:
     """Export to ONNX FP32/FP16/INT8 (+ TensorRT engines) with a manifest and parity checks."""
     from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, export_table
@@ -372,6 +374,10 @@ def export(
     model = model or home_model_path()
     if not model.exists():
         raise InputError(model, "no such model (train one with `ecg-edge train` or run `ecg-edge demo`)")
+    if triton is not None:
+        from ecg_edge.export.triton import check_repository_target
+
+        check_repository_target(triton)
     if int8_search not in ("quick", "wide"):
         raise InputError(None, f"--int8-search {int8_search!r}: quick or wide")
     options = ExportOptions(precisions=_split(precision), engine=engine, for_tensorrt=for_tensorrt,
@@ -388,6 +394,11 @@ def export(
         raise typer.Exit(1) from None
     console.print(export_table(result.manifest, out))
     console.print(f"wrote {out}")
+    if triton is not None:
+        from ecg_edge.export.triton import write_triton_repository
+
+        names = write_triton_repository(out, triton)
+        console.print(f"wrote {triton}: {', '.join(names)}", highlight=False)
 
 
 @app.command()
@@ -417,6 +428,24 @@ def engine(
         err_console.print(f"error: {export_dir}: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
     console.print(export_table(manifest, export_dir))
+
+
+@app.command()
+@user_errors
+def triton(
+    out: Annotated[Path, typer.Option("--out", help="The model repository folder to write (new or empty).",
+                                      readable=False)],
+    model: ModelOption = None,
+    instances: Annotated[str, typer.Option(help="Where the ONNX models run: gpu or cpu (engines: the GPU).")]
+    = "gpu",
+    trt_accelerator: Annotated[bool, typer.Option("--trt-accelerator", help="ONNX models on the GPU through "
+                                                  "onnxruntime's TensorRT provider inside Triton.")] = False,
+) -> None:
+    """A Triton Inference Server model repository from an export: one model per ONNX file and engine."""
+    from ecg_edge.export.triton import write_triton_repository
+
+    names = write_triton_repository(resolve_export_dir(model), out, instances, trt_accelerator)
+    console.print(f"wrote {out}: {', '.join(names)}", highlight=False)
 
 
 @app.command("check-trt")

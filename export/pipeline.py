@@ -465,7 +465,8 @@ def _choose_int8(
     log: Callable[[str], None],
 ) -> tuple[Int8Recipe, Path, list[dict[str, Any]]]:
     """Quantize with each recipe and score it on the choice set (never on the gate set): per-exam
-    agreement with FP32 on its real ECGs, then on all of it, then max |dp|, then measured time per exam."""
+    agreement with FP32 on its real ECGs (where there are at least MIN_REAL_GATE_EXAMS), then on all
+    of it, then max |dp|, then measured time per exam."""
     fp32_choice = _onnx_outputs(fp32_path, sets.choice)
     n_real = sets.n_real["choice"]
     best = None
@@ -483,9 +484,9 @@ def _choose_int8(
                                          classes=gate.classes).as_dict()
         candidates.append(row)
         log(f"  int8 candidate [{recipe.label}]: {parity.summary()}, {ms:.1f} ms/exam")
-        # real ECGs first (synthetic ones outnumber them in the choice set), then all, then the size of
-        # the worst change, then speed
-        real_agreement = row["choice_real"]["exam_agreement"] if n_real else 1.0
+        # real ECGs first where there are enough to rank by (synthetic ones outnumber them), then all,
+        # then the size of the worst change, then speed
+        real_agreement = row["choice_real"]["exam_agreement"] if n_real >= MIN_REAL_GATE_EXAMS else 1.0
         key = (real_agreement, parity.exam_agreement, -parity.max_abs_diff, -ms)
         if best is None or key > best[0]:
             best = (key, recipe, path, len(candidates) - 1)

@@ -1,0 +1,80 @@
+"""The Triton model repository, each config parsed with Triton's own ModelConfig schema."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from ecg_edge.cli import app
+from ecg_edge.manifest import load_manifest, sha256_file
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+text_format = pytest.importorskip("google.protobuf.text_format")
+
+
+def _parse(path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_repository_from_an_export(six_export, tmp_path):
+    _, result = six_export
+    repo = tmp_path / "repo"
+    r = CliRunner().invoke(app, ["triton", "--model", str(result.out_dir), "--out", str(repo), "--trt-accelerator"])
+    assert r.exit_code == 0, r.output
+    manifest = load_manifest(result.out_dir)
+    assert sorted(p.name for p in repo.iterdir()) == ["ecg_fp16", "ecg_fp32", "ecg_int8"]
+    for entry in manifest["files"].values():
+        folder = repo / f"ecg_{entry['precision']}"
+        config = _parse(folder / "config.pbtxt")  # a field Triton would refuse fails here
+        assert config.name == folder.name and config.platform == "onnxruntime_onnx"
+        assert config.max_batch_size == 256
+        assert list(config.dynamic_batching.preferred_batch_size) == [64, 256]
+        [inp], [out] = config.input, config.output
+        assert inp.name == "signal" and list(inp.dims) == [4096, 12]
+        assert inp.data_type == model_config_pb2.TYPE_FP32
+        assert out.name == "abnormalities" and list(out.dims) == [6] and out.label_filename == "labels.txt"
+        assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+        [accelerator] = config.optimization.execution_accelerators.gpu_execution_accelerator
+        assert accelerator.name == "tensorrt"
+        assert accelerator.parameters["precision_mode"] == {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}[
+            entry["precision"]]
+        assert sha256_file(folder / "1" / "model.onnx") == entry["sha256"]
+        assert (folder / "labels.txt").read_text().split() == manifest["output"]["classes"]
+
+
+def test_plan_models_and_cpu_instances(six_export, tmp_path):
+    """An engine in the manifest becomes a tensorrt_plan model batched to its profile's end."""
+    import json
+    import shutil
+
+    from ecg_edge.export.triton import config_text, write_triton_repository
+
+    _, result = six_export
+    export = tmp_path / "export"
+    shutil.copytree(result.out_dir, export)
+    manifest = json.loads((export / "manifest.json").read_text())
+    entry = {"format": "tensorrt", "precision": "fp16", "variant": "default", "profile": {"min": 1, "opt": 16,
+                                                                                         "max": 32}}
+    config = text_format.Parse(config_text("ecg_trt_fp16", entry, manifest, "cpu", True),
+                               model_config_pb2.ModelConfig())
+    assert config.platform == "tensorrt_plan" and config.max_batch_size == 32
+    assert list(config.dynamic_batching.preferred_batch_size) == [32]
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert not config.optimization.execution_accelerators.gpu_execution_accelerator
+    names = write_triton_repository(export, tmp_path / "cpu-repo", instances="cpu")
+    for name in names:
+        parsed = _parse(tmp_path / "cpu-repo" / name / "config.pbtxt")
+        assert parsed.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def test_repository_target_checked_before_work(six_export, tmp_path):
+    _, result = six_export
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "something").write_text("x")
+    r = CliRunner().invoke(app, ["triton", "--model", str(result.out_dir), "--out", str(taken)])
+    assert r.exit_code == 2 and "not an empty folder" in r.output
+    r = CliRunner().invoke(app, ["triton", "--model", str(result.out_dir), "--out", str(tmp_path / "no" / "repo")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "e"), "--triton", str(taken)])
+    assert r.exit_code == 2 and not (tmp_path / "e").exists()
