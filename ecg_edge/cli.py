@@ -619,6 +619,31 @@ def _run_and_report(
     return run
 
 
+def _run_on_ray(
+    recordings: list[Path], model: Path | None, backend: str, precision: str, batch: int,
+    threshold: list[str] | None, scale: float, fs: float | None, leads: str | None, threads: int | None,
+    keep_going: bool, shard: str | None, address: str | None, actors: int | None,
+) -> InferenceRun:
+    from ecg_edge.backends import open_backend
+    from ecg_edge.infer import ReadOptions, parse_shard
+    from ecg_edge.ray_infer import run_inference_ray
+
+    export_dir = resolve_export_dir(model)
+    runner, manifest = open_backend(export_dir, backend, precision, threads=threads)  # resolves `auto` here
+    overrides = parse_thresholds(threshold or [], list(manifest["output"]["classes"]))
+    options = ReadOptions(scale=scale, fs=fs, leads=_split(leads) if leads else None, keep_going=keep_going,
+                          shard=parse_shard(shard) if shard else None)
+    err_console.print(f"backend: {runner.name} {precision} in each Ray actor", markup=False, highlight=False)
+    run = run_inference_ray(recordings, export_dir, runner.name, precision, manifest, batch=batch, options=options,
+                            thresholds=overrides, address=address, actors=actors, threads=threads,
+                            log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
+    for message in run.skipped:
+        err_console.print(f"skipped: {message}", markup=False, highlight=False, soft_wrap=True)
+    if not run.exams and not shard:
+        raise InputError(recordings[0], "no exam could be read")
+    return run
+
+
 @app.command()
 @user_errors
 def infer(
@@ -641,6 +666,12 @@ def infer(
                                                 "index.html into this folder.", readable=False)] = None,
     shard: Annotated[str | None, typer.Option(help="I/N: only the I-th (from 0) of N fixed parts of the exams, "
                                                    "for job arrays; `ecg-edge merge` joins the outputs.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster with Ray Data (a local one unless "
+                                      "--ray-address).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster, e.g. ray://head:10001 or "
+                                                         "auto.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="Inference actors (default: one per GPU, or "
+                                                               "half the CPUs).")] = None,
 ) -> None:
     """Probabilities, findings and signal-quality flags per exam, from recordings in any readable format."""
     from ecg_edge.infer import check_output_path, parse_shard, results_table, write_results
@@ -649,8 +680,14 @@ def infer(
         parse_shard(shard)
     if output is not None:
         check_output_path(output)
-    run = _run_and_report(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
-                          keep_going, cuda_graph, report, shard)
+    if ray or ray_address:
+        if report is not None or cuda_graph:
+            raise InputError(None, "--ray runs without --report and --cuda-graph (draw sheets with `ecg-edge report`)")
+        run = _run_on_ray(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
+                          keep_going, shard, ray_address, ray_actors)
+    else:
+        run = _run_and_report(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
+                              keep_going, cuda_graph, report, shard)
     console.print(results_table(run))
     busy = run.compute_s / run.wall_s if run.wall_s else 0.0
     console.print(f"{len(run.exams)} exams in {run.wall_s:.2f} s: {run.throughput:.1f} ECG/s "

@@ -160,28 +160,18 @@ def _recording_exam(path: Path, fmt: str, options: ReadOptions) -> tuple[Exam, n
     return exam, prepared.x
 
 
-def iter_batches(
-    paths: Sequence[Path], batch: int, options: ReadOptions, on_skip: Callable[[str], None],
-) -> Iterator[Batch]:
-    """Batches of `batch` exams from any mix of formats, in input order."""
-    exams: list[Exam] = []
-    rows: list[np.ndarray] = []
-
-    def add(exam: Exam, x: np.ndarray) -> Batch | None:
-        exams.append(exam)
-        rows.append(x)
-        if len(rows) < batch:
-            return None
-        out = Batch(exams[:], np.stack(rows))
-        exams.clear()
-        rows.clear()
-        return out
-
+def iter_exams(
+    paths: Sequence[Path], options: ReadOptions, on_skip: Callable[[str], None],
+    rows: tuple[int, int] | None = None,
+) -> Iterator[tuple[Exam, np.ndarray]]:
+    """(exam, model input) from any mix of formats, in input order; `rows` limits HDF5 files to a
+    [start, stop) range of exams (a unit of parallel reading). Bad input raises, or with
+    `keep_going` is reported through `on_skip` and skipped."""
     for path in paths:
         try:
             fmt = format_of(path)
             if fmt == "hdf5":
-                for chunk_ids, block in iter_hdf5_chunks(path):
+                for chunk_ids, block in iter_hdf5_chunks(path, rows=rows):
                     for exam_id, x in zip(chunk_ids, block, strict=True):
                         if not options.in_shard(f"{path.name}#{exam_id}"):
                             continue
@@ -193,17 +183,28 @@ def iter_batches(
                             on_skip(str(exc))
                             continue
                         x = x * options.scale if options.scale != 1.0 else x
-                        full = add(_hdf5_exam(exam_id, path, x, options), x)
-                        if full is not None:
-                            yield full
+                        yield _hdf5_exam(exam_id, path, x, options), x
             elif options.in_shard(path.name):  # one exam per file: decided before reading it
-                full = add(*_recording_exam(path, fmt, options))
-                if full is not None:
-                    yield full
+                yield _recording_exam(path, fmt, options)
         except InputError as exc:
             if not options.keep_going:
                 raise
             on_skip(str(exc))
+
+
+def iter_batches(
+    paths: Sequence[Path], batch: int, options: ReadOptions, on_skip: Callable[[str], None],
+) -> Iterator[Batch]:
+    """Batches of `batch` exams from any mix of formats, in input order."""
+    exams: list[Exam] = []
+    rows: list[np.ndarray] = []
+    for exam, x in iter_exams(paths, options, on_skip):
+        exams.append(exam)
+        rows.append(x)
+        if len(rows) == batch:
+            yield Batch(exams[:], np.stack(rows))
+            exams.clear()
+            rows.clear()
     if rows:
         yield Batch(exams, np.stack(rows))
 
@@ -385,7 +386,7 @@ def merge_results(inputs: Sequence[Path], out: Path) -> int:
 
         def write_csv(f: Any) -> None:
             writer = csv.writer(f)
-            writer.writerow(header)
+            writer.writerow(header or [])
             writer.writerows(rows)
 
         atomic_write(out, write_csv)

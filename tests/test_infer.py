@@ -269,8 +269,9 @@ def test_tensorrt_ep_options_follow_the_graph_precision():
 
     def options(precision, cache=None):
         backend = OnnxRuntimeBackend("m.onnx", device="tensorrt", precision=precision, trt_cache_dir=cache)
-        (provider, opts), *rest = backend._provider_options()
-        assert provider == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        (provider, opts), (cuda, cuda_opts), cpu = backend._provider_options()
+        assert (provider, cuda, cpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+        assert cuda_opts["use_tf32"] == ("0" if precision == "fp32" else "1")  # FP32 computes in FP32
         return opts
 
     fp32, fp16, int8 = options("fp32"), options("fp16"), options("int8", cache="/c")
@@ -396,3 +397,14 @@ def test_shards_cover_the_run_once_and_merge(tmp_path):
     for bad in ("3/3", "a/b", "1"):
         r = run_cli("infer", str(h5a), "--model", str(export), "--shard", bad)
         assert r.exit_code == 2 and "--shard" in r.output
+
+
+def test_folder_where_a_file_is_expected_exit_2(tmp_path):
+    export = tiny_export(tmp_path / "tiny")
+    h5, _ = _hdf5_set(tmp_path / "e.h5", n=3)
+    (tmp_path / "out.csv").mkdir()
+    r = run_cli("infer", str(h5), "--model", str(export), "-o", str(tmp_path / "out.csv"))
+    assert r.exit_code == 2 and "out.csv" in r.output and "is a folder" in r.output
+    (tmp_path / "m.json").mkdir()
+    r = run_cli("merge", str(tmp_path / "m.json"), "-o", str(tmp_path / "merged.json"))
+    assert r.exit_code == 2 and "m.json" in r.output and "no such file" in r.output

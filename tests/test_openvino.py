@@ -47,7 +47,7 @@ def test_openvino_agrees_with_onnxruntime(six_export, inputs, precision):
         assert "inference precision f32" in described["openvino"] and "in f32" in described["openvino"]
     else:  # two INT8 kernels round differently; the findings are what must hold
         assert (called(outs["openvino"], thresholds) == called(outs["ort-cpu"], thresholds)).mean() >= 0.95
-        assert re.search(r"convolutions: \d+ in [ui]8", described["openvino"])  # int8 kernels really ran
+        assert re.search(r"convolutions: .*\b\d+ in [ui]8", described["openvino"])  # int8 kernels really ran
 
 
 def test_bf16_present_only_where_gated_and_the_cpu_has_it(six_export):

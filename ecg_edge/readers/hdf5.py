@@ -56,9 +56,10 @@ def hdf5_exam_count(path: str | Path) -> int:
 
 
 def iter_hdf5_chunks(
-    path: str | Path, chunk: int = HDF5_CHUNK_EXAMS
+    path: str | Path, chunk: int = HDF5_CHUNK_EXAMS, rows: tuple[int, int] | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Yield (exam ids, float32 array (n, 4096, 12)) from a CODE-layout file, chunk by chunk.
+    """Yield (exam ids, float32 array (n, 4096, 12)) from a CODE-layout file, chunk by chunk
+    (only the exams in `rows`, a [start, stop) range, when given).
 
     The data are already the model's input (400 Hz, 4096 samples, model lead order) and are
     taken as they are: a user corrects the amplitude scale explicitly (docs/architecture.md, units).
@@ -66,9 +67,10 @@ def iter_hdf5_chunks(
     path = Path(path)
     tracings, exam_ids, f = _check_hdf5(path)
     with f:
-        n = tracings.shape[0]
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
+        first, end = rows if rows is not None else (0, tracings.shape[0])
+        end = min(end, tracings.shape[0])
+        for start in range(first, end, chunk):
+            stop = min(start + chunk, end)
             try:
                 block = np.asarray(tracings[start:stop], dtype=np.float32)
                 raw_ids = None if exam_ids is None else exam_ids[start:stop]
