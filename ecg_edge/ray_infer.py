@@ -25,14 +25,22 @@ from ecg_edge.spec import LEADS, N_SAMPLES
 
 # Exams per read task: bounds a worker's memory (256 x 4096 x 12 float32 = 50 MB) whatever the input.
 UNIT_EXAMS = 256
+READ_TASK_CPUS = 0.5
 
 
-def read_units(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """The parallel reading plan: HDF5 files in [start, stop) ranges, other recordings one each."""
+def read_units(paths: Sequence[Path], on_skip: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """The parallel reading plan: HDF5 files in [start, stop) ranges, other recordings one each. An
+    HDF5 file whose layout is bad raises, or with `on_skip` is reported there and left out."""
     units = []
     for path in paths:
         if is_hdf5(path):
-            n = hdf5_exam_count(path)
+            try:
+                n = hdf5_exam_count(path)
+            except InputError as exc:
+                if on_skip is None:
+                    raise
+                on_skip(str(exc))
+                continue
             units += [{"path": str(path), "start": s, "stop": min(s + UNIT_EXAMS, n)} for s in range(0, n, UNIT_EXAMS)]
         else:
             units.append({"path": str(path), "start": -1, "stop": -1})
@@ -103,7 +111,8 @@ def run_inference_ray(
 
     options = options or ReadOptions()
     paths = expand_inputs(inputs)
-    units = read_units(paths)
+    layout_skips: list[str] = []
+    units = read_units(paths, layout_skips.append if options.keep_going else None)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     gpu = backend in GPU_ORDER
@@ -115,7 +124,9 @@ def run_inference_ray(
     read_opts = {k: v for k, v in asdict(options).items() if k != "keep_traces"}
     dataset = (
         ray.data.from_items(units, override_num_blocks=max(1, len(units)))
-        .map_batches(_read, batch_size=1, fn_kwargs={"options": read_opts})
+        # Half a CPU per read task: reading waits on storage as much as it computes, and a request unlike
+        # the actors' keeps Ray from fusing reading into them, so reading overlaps inference
+        .map_batches(_read, batch_size=1, fn_kwargs={"options": read_opts}, num_cpus=READ_TASK_CPUS)
         .map_batches(_Predictor, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=max(pool, 1)),
                      fn_constructor_kwargs={"export_dir": str(export_dir), "backend": backend,
                                             "precision": precision, "threads": threads},
@@ -124,6 +135,7 @@ def run_inference_ray(
     classes = list(manifest["output"]["classes"])
     run = InferenceRun(classes=classes, thresholds={**manifest["thresholds"], **(thresholds or {})},
                        backend=f"ray: {backend}", precision=precision)
+    run.skipped += layout_skips
     outputs = []
     start = time.perf_counter()
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
