@@ -117,7 +117,7 @@ def run_inference_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     gpu = backend in GPU_ORDER
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    pool = actors or (int(ray.cluster_resources().get("GPU", 0)) if gpu else max(1, cpus // max(threads or 1, 1) // 2))
+    pool = actors or (int(ray.cluster_resources().get("GPU", 0)) if gpu else max(1, cpus // max(threads or 2, 2)))
     log(f"ray: {len(units)} read units, {max(pool, 1)} inference actors, cluster {ray.cluster_resources()}")
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # results in input order, as `infer` writes them
@@ -130,7 +130,9 @@ def run_inference_ray(
         .map_batches(_Predictor, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=max(pool, 1)),
                      fn_constructor_kwargs={"export_dir": str(export_dir), "backend": backend,
                                             "precision": precision, "threads": threads},
-                     num_gpus=1 if gpu else 0, num_cpus=0 if gpu else (threads or 1))
+                     # at most one logical CPU per actor whatever its threads, and room left for a read
+                     # task: reserving every CPU would leave reading none, and Ray would wait for ever
+                     num_gpus=1 if gpu else 0, num_cpus=0 if gpu else min(1.0, (cpus - READ_TASK_CPUS) / max(pool, 1)))
     )
     classes = list(manifest["output"]["classes"])
     run = InferenceRun(classes=classes, thresholds={**manifest["thresholds"], **(thresholds or {})},
