@@ -157,6 +157,12 @@ class HeldOut:
         return array[:self.n_real[part]]
 
 
+def exam_key(source: str, exam_id: str) -> str:
+    """An exam's name for splitting: file name and exam id, not the folder, so that the split is the
+    same wherever the recordings are and however their path was typed."""
+    return f"{Path(source).name}#{exam_id}"
+
+
 def _rank(keys: Sequence[str]) -> list[int]:
     """Indices ordered by a hash of each exam's key: the split depends on the exams, not on the
     order the files were given in, and is the same on every machine."""
@@ -172,13 +178,13 @@ def held_out_sets(
     keys: list[str] = []
     if validation:
         real_x, ids, sources = read_exams(validation, limit=options.validation_limit)
-        keys = [f"{src}#{i}" for src, i in zip(sources, ids, strict=True)]
+        keys = [exam_key(src, i) for src, i in zip(sources, ids, strict=True)]
     cal_parts: list[np.ndarray] = []
     overlap = 0
     if calibration:
         cal_x, cal_ids, cal_sources = read_exams(calibration, limit=options.n_calibration)
         cal_parts.append(cal_x)
-        cal_keys = {f"{src}#{i}" for src, i in zip(cal_sources, cal_ids, strict=True)}
+        cal_keys = {exam_key(src, i) for src, i in zip(cal_sources, cal_ids, strict=True)}
         keep = [i for i, k in enumerate(keys) if k not in cal_keys]  # calibrated on: never gated on
         overlap = len(keys) - len(keep)
         real_x, keys = real_x[keep], [keys[i] for i in keep]
@@ -209,7 +215,7 @@ def held_out_sets(
                        "read": len(keys) + overlap, "dropped_as_calibration": overlap,
                        "choice": {"real": len(choice_idx), "synthetic": n_synth, "synthetic_seed": 90_003},
                        "gate": {"real": len(gate_idx), "synthetic": n_synth, "synthetic_seed": 90_001},
-                       "split": "by sha256 of source#exam id; calibration, choice and gate are disjoint"},
+                       "split": "by sha256 of file name#exam id; calibration, choice and gate are disjoint"},
         "validation_source": "real and synthetic" if gate_idx else "synthetic",
     }
     return sets

@@ -156,3 +156,26 @@ def test_check_trt_command(tmp_path):
     junk.write_bytes(b"\x00garbage")
     result = runner.invoke(app, ["check-trt", str(junk)])
     assert result.exit_code == 2 and "junk.onnx" in result.output and "Traceback" not in result.output
+
+
+def test_held_out_split_ignores_folder_and_order(tmp_path):
+    """The real records split the same way however their path is typed, into disjoint parts."""
+    import os
+
+    import numpy as np
+    from conftest import write_code_hdf5
+
+    from ecg_edge.export.pipeline import ExportOptions, held_out_sets
+
+    x = np.random.default_rng(0).normal(0, 0.1, size=(30, 4096, 12)).astype(np.float32)
+    h5 = write_code_hdf5(tmp_path / "e.h5", x, exam_ids=np.arange(30))
+    options = ExportOptions(n_calibration=8, n_synthetic_validation=0)
+    a = held_out_sets((), [h5], options)
+    relative = os.path.relpath(h5, os.getcwd())
+    b = held_out_sets((), [relative], options)
+    assert a.n_real == b.n_real == {"calibration": 8, "choice": 11, "gate": 11}
+    for part in ("calibration", "choice", "gate"):
+        np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+    # disjoint: no exam in two parts
+    rows = [tuple(r[:4, 0]) for part in ("calibration", "choice", "gate") for r in getattr(a, part)]
+    assert len(rows) == len(set(rows)) == 30
