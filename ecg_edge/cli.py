@@ -622,7 +622,7 @@ def _run_and_report(
 def _run_on_ray(
     recordings: list[Path], model: Path | None, backend: str, precision: str, batch: int,
     threshold: list[str] | None, scale: float, fs: float | None, leads: str | None, threads: int | None,
-    keep_going: bool, shard: str | None, address: str | None, actors: int | None,
+    keep_going: bool, shard: str | None, address: str | None, actors: int | None, parquet: Path | None,
 ) -> InferenceRun:
     from ecg_edge.backends import open_backend
     from ecg_edge.infer import ReadOptions, parse_shard
@@ -636,7 +636,8 @@ def _run_on_ray(
     err_console.print(f"backend: {runner.name} {precision} in each Ray actor", markup=False, highlight=False)
     run = run_inference_ray(recordings, export_dir, runner.name, precision, manifest, batch=batch, options=options,
                             thresholds=overrides, address=address, actors=actors, threads=threads,
-                            log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
+                            log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True),
+                            parquet=parquet)
     for message in run.skipped:
         err_console.print(f"skipped: {message}", markup=False, highlight=False, soft_wrap=True)
     if not run.exams and not shard:
@@ -652,7 +653,8 @@ def infer(
     backend: BackendOption = "auto",
     precision: PrecisionOption = "fp32",
     batch: BatchOption = 64,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write all results to .csv or .json.",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write all results to .csv or .json "
+                                                "(with --ray also a new .parquet folder).",
         readable=False)] = None,
     threshold: ThresholdOption = None,
     scale: ScaleOption = 1.0,
@@ -678,13 +680,19 @@ def infer(
 
     if shard is not None:
         parse_shard(shard)
-    if output is not None:
+    parquet = output is not None and output.suffix.lower() == ".parquet"
+    if parquet and output is not None:
+        if not (ray or ray_address):
+            raise InputError(output, "Parquet output (a folder, one file per block) is written by --ray")
+        if output.exists() or not output.parent.is_dir():
+            raise InputError(output, "must be a new folder in an existing one")
+    elif output is not None:
         check_output_path(output)
     if ray or ray_address:
         if report is not None or cuda_graph:
             raise InputError(None, "--ray runs without --report and --cuda-graph (draw sheets with `ecg-edge report`)")
         run = _run_on_ray(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
-                          keep_going, shard, ray_address, ray_actors)
+                          keep_going, shard, ray_address, ray_actors, output if parquet else None)
     else:
         run = _run_and_report(recordings, model, backend, precision, batch, threshold, scale, fs, leads, threads,
                               keep_going, cuda_graph, report, shard)
@@ -692,8 +700,9 @@ def infer(
     busy = run.compute_s / run.wall_s if run.wall_s else 0.0
     console.print(f"{len(run.exams)} exams in {run.wall_s:.2f} s: {run.throughput:.1f} ECG/s "
                   f"(backend busy {busy:.0%} of the time), {len(run.skipped)} skipped", highlight=False)
-    if output is not None:
+    if output is not None and not parquet:  # a Parquet folder is written by the Ray workers
         write_results(run, output)
+    if output is not None:
         console.print(f"wrote {output}")
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast  # cast: Ray's stubs type a batch function with one argument
 
 import numpy as np
 
@@ -96,13 +96,31 @@ class _Predictor:
                 "model_sha256": np.array([self.sha256] * len(ok), dtype=object)}
 
 
+def _flatten(batch: dict[str, np.ndarray], classes: list[str], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Predictions as table columns: exam id, source, one column per class, findings, flags, error."""
+    probabilities = np.asarray(batch["probabilities"], dtype=np.float32)
+    cut = np.array([thresholds[c] for c in classes], dtype=np.float32)
+    metas = [json.loads(m) for m in batch["meta"]]
+    out: dict[str, Any] = {"exam_id": batch["exam_id"], "source": np.array([m.get("source", "") for m in metas],
+                                                                            dtype=object)}
+    for k, c in enumerate(classes):
+        out[c] = probabilities[:, k]
+    out["findings"] = np.array([";".join(c for c, on in zip(classes, row > cut, strict=True) if on)
+                                for row in probabilities], dtype=object)
+    out["quality"] = np.array([";".join(q["flag"] for q in m.get("quality", [])) for m in metas], dtype=object)
+    out["error"] = batch["error"]
+    return out
+
+
 def run_inference_ray(
     inputs: Sequence[str | Path], export_dir: Path, backend: str, precision: str, manifest: dict[str, Any],
     batch: int = 64, options: ReadOptions | None = None, thresholds: dict[str, float] | None = None,
     address: str | None = None, actors: int | None = None, threads: int | None = None,
-    log: Callable[[str], None] = lambda message: None,
+    log: Callable[[str], None] = lambda message: None, parquet: Path | None = None,
 ) -> InferenceRun:
-    """`run_inference` on a Ray cluster (a local one without `address`); the same results, in order."""
+    """`run_inference` on a Ray cluster (a local one without `address`); the same results, in order.
+    With `parquet` (a new folder), the workers write the results there, one Parquet file per block,
+    and the driver reads back ids and probabilities only."""
     try:
         import ray
     except ImportError:
@@ -126,7 +144,7 @@ def run_inference_ray(
         ray.data.from_items(units, override_num_blocks=max(1, len(units)))
         # Half a CPU per read task: reading waits on storage as much as it computes, and a request unlike
         # the actors' keeps Ray from fusing reading into them, so reading overlaps inference
-        .map_batches(_read, batch_size=1, fn_kwargs={"options": read_opts}, num_cpus=READ_TASK_CPUS)
+        .map_batches(cast(Any, _read), batch_size=1, fn_kwargs={"options": read_opts}, num_cpus=READ_TASK_CPUS)
         .map_batches(_Predictor, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=max(pool, 1)),
                      fn_constructor_kwargs={"export_dir": str(export_dir), "backend": backend,
                                             "precision": precision, "threads": threads},
@@ -138,8 +156,27 @@ def run_inference_ray(
     run = InferenceRun(classes=classes, thresholds={**manifest["thresholds"], **(thresholds or {})},
                        backend=f"ray: {backend}", precision=precision)
     run.skipped += layout_skips
-    outputs = []
     start = time.perf_counter()
+    if parquet is not None:
+        import pyarrow.dataset
+
+        dataset.map_batches(cast(Any, _flatten), batch_size=None, fn_kwargs={"classes": classes,
+                                                                  "thresholds": run.thresholds}).write_parquet(
+            str(parquet))
+        table = pyarrow.dataset.dataset(str(parquet), format="parquet").to_table(
+            columns=["exam_id", "source", "error", *classes])
+        errors = table.column("error").to_pylist()
+        ok = np.array([not e for e in errors], dtype=bool)
+        run.skipped += [e for e in errors if e]
+        run.exams = [Exam(str(i), str(src)) for i, src, good in zip(
+            table.column("exam_id").to_pylist(), table.column("source").to_pylist(), ok, strict=True) if good]
+        run.probabilities = np.stack([table.column(c).to_numpy() for c in classes], axis=1)[ok].astype(np.float32)
+        run.wall_s = time.perf_counter() - start
+        if run.skipped and not options.keep_going:
+            raise InputError(None, f"{len(run.skipped)} exams could not be read (first: {run.skipped[0]}); "
+                                   "--keep-going reports and skips them")
+        return run
+    outputs = []
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         ok = block["error"] == ""
         for exam_id, meta, error in zip(block["exam_id"], block["meta"], block["error"], strict=True):

@@ -78,3 +78,26 @@ def test_cli_ray_output_equals_plain(cluster, inputs, tmp_path):
     assert rows(on_ray) == rows(plain)
     r = run_cli("infer", str(files[2]), str(bad), "--model", str(export), "--ray")
     assert r.exit_code == 2 and "bad.h5" in r.output and "Traceback" not in r.output
+
+
+def test_parquet_written_by_the_workers(cluster, inputs, tmp_path):
+    import pyarrow.dataset
+
+    _, files, _, _ = inputs
+    export = tiny_export(tmp_path / "tiny")
+    plain = tmp_path / "plain.csv"
+    assert run_cli("infer", str(files[2]), "--model", str(export), "-o", str(plain)).exit_code == 0
+    out = tmp_path / "results.parquet"
+    r = run_cli("infer", str(files[2]), "--model", str(export), "--ray", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert len(list(out.glob("*.parquet"))) >= 2  # one file per block, written by the workers
+    table = pyarrow.dataset.dataset(str(out), format="parquet").to_table().to_pylist()
+    with open(plain, newline="") as f:
+        expected = {row["exam_id"]: row for row in csv.DictReader(f)}
+    assert sorted(row["exam_id"] for row in table) == sorted(expected)
+    for row in table:
+        want = expected[row["exam_id"]]
+        assert abs(row["AF"] - float(want["AF"])) < 1e-6
+        assert row["findings"] == want["findings"] and row["quality"] == want["quality"] and row["error"] == ""
+    r = run_cli("infer", str(files[2]), "--model", str(export), "-o", str(tmp_path / "x.parquet"))
+    assert r.exit_code == 2 and "--ray" in r.output
