@@ -30,7 +30,7 @@ test-min:
 
 lint: $(BIN)/ecg-edge
 	$(BIN)/ruff check .
-	$(BIN)/mypy ecg_edge export training
+	$(BIN)/mypy ecg_edge export training cli
 
 bench: $(BIN)/ecg-edge
 	$(BIN)/python benchmarks/run_matrix.py

@@ -44,7 +44,7 @@ def _export(model: Path | None, tmp: Path, log: Any) -> Path:
     if (home_export_dir() / "manifest.json").exists():
         return home_export_dir()
     try:
-        from ecg_edge.cli_workflows import random_weight_export
+        from ecg_edge.cli.workflows import random_weight_export
     except ImportError as exc:
         raise InputError(None, f"no export: pass --model EXPORT_DIR ({exc})") from None
     log("no export given: exporting random weights (speed does not depend on them)")

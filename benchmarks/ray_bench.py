@@ -22,7 +22,7 @@ import numpy as np
 
 from ecg_edge.atomic_files import atomic_write_text
 from ecg_edge.backends import open_backend
-from ecg_edge.cli_workflows import random_weight_export
+from ecg_edge.cli.workflows import random_weight_export
 from ecg_edge.infer import run_inference
 from ecg_edge.manifest import load_manifest
 from ecg_edge.synthetic import write_synthetic_set

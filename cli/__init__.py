@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -99,7 +98,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Whole pipeline on synthetic data: synth -> train -> fine-tune -> evaluate -> export -> infer -> bench."""
-    from ecg_edge.cli_workflows import run_demo
+    from ecg_edge.cli.workflows import run_demo
 
     run_demo(n, epochs, [r for r in records or [] if r.exists()], seed, console)
 
@@ -126,7 +125,7 @@ def train(
     strategy: Annotated[str, typer.Option(help="none, mirrored (all GPUs here) or multiworker (TF_CONFIG).")] = "none",
 ) -> None:
     """Train the Ribeiro network on CODE-layout HDF5 + labels CSV (the original recipe); resumes if interrupted."""
-    from ecg_edge.cli_workflows import epoch_printer
+    from ecg_edge.cli.workflows import epoch_printer
     from ecg_edge.home import home_model_path
     from ecg_edge.training.train import TrainOptions, train_model
 
@@ -161,7 +160,7 @@ def finetune(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Fine-tune the transfer model on top of a trained six-class model."""
-    from ecg_edge.cli_workflows import epoch_printer
+    from ecg_edge.cli.workflows import epoch_printer
     from ecg_edge.home import model_home
     from ecg_edge.training.train import TrainOptions, finetune_model
 
@@ -782,7 +781,7 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="ecg-edge-bench-") as tmp:
         export_dir = model or home_export_dir()
         if model is None and not (export_dir / "manifest.json").exists():
-            from ecg_edge.cli_workflows import random_weight_export
+            from ecg_edge.cli.workflows import random_weight_export
 
             console.print("no export in the model home: benchmarking random weights (speed does not depend on them)")
             export_dir = random_weight_export(Path(tmp))
@@ -856,7 +855,3 @@ def doctor(
         out = "; ".join(f"{k}: {v}" for k, v in entry["out"].items())
         table.add_row(precision, entry.get("picks", "-"), entry.get("why", "nothing can run it"), out)
     console.print(table)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
