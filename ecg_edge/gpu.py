@@ -98,12 +98,10 @@ def nvidia_facts() -> dict[str, Any]:
                   "--format=csv,noheader,nounits"])
     if query is None:
         return {"missing": "no NVIDIA driver here (nvidia-smi not found or failed)"}
-    facts = parse_nvidia_smi(query, _run(["nvidia-smi"]))
-    for package in ("tensorrt", "cuda-python", "onnxruntime-gpu"):
-        from ecg_edge.bench import package_versions
+    from ecg_edge.bench import package_versions
 
-        facts |= {package: v for package, v in package_versions((package,)).items()}
-    return facts
+    return parse_nvidia_smi(query, _run(["nvidia-smi"])) | package_versions(
+        ("tensorrt", "cuda-python", "onnxruntime-gpu"))
 
 
 # L4T release -> JetPack (NVIDIA's JetPack archive); a release not listed is reported as L4T only.

@@ -158,24 +158,18 @@ def run_inference_ray(
     run.skipped += layout_skips
     start = time.perf_counter()
     if parquet is not None:
-        import pyarrow.dataset
+        _collect_parquet(dataset, parquet, run, classes)
+    else:
+        _collect(dataset, run, classes)
+    run.wall_s = time.perf_counter() - start
+    if run.skipped and not options.keep_going:
+        raise InputError(None, f"{len(run.skipped)} exams could not be read (first: {run.skipped[0]}); "
+                               "--keep-going reports and skips them")
+    return run
 
-        dataset.map_batches(cast(Any, _flatten), batch_size=None, fn_kwargs={"classes": classes,
-                                                                  "thresholds": run.thresholds}).write_parquet(
-            str(parquet))
-        table = pyarrow.dataset.dataset(str(parquet), format="parquet").to_table(
-            columns=["exam_id", "source", "error", *classes])
-        errors = table.column("error").to_pylist()
-        ok = np.array([not e for e in errors], dtype=bool)
-        run.skipped += [e for e in errors if e]
-        run.exams = [Exam(str(i), str(src)) for i, src, good in zip(
-            table.column("exam_id").to_pylist(), table.column("source").to_pylist(), ok, strict=True) if good]
-        run.probabilities = np.stack([table.column(c).to_numpy() for c in classes], axis=1)[ok].astype(np.float32)
-        run.wall_s = time.perf_counter() - start
-        if run.skipped and not options.keep_going:
-            raise InputError(None, f"{len(run.skipped)} exams could not be read (first: {run.skipped[0]}); "
-                                   "--keep-going reports and skips them")
-        return run
+
+def _collect(dataset: Any, run: InferenceRun, classes: list[str]) -> None:
+    """Stream every result to the driver, in input order."""
     outputs = []
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         ok = block["error"] == ""
@@ -191,9 +185,20 @@ def run_inference_ray(
         if ok.any():
             run.backend = f"ray: {block['backend'][ok][0]}"
             run.model_sha256 = str(block["model_sha256"][ok][0])
-    run.wall_s = time.perf_counter() - start
     run.probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(classes)), np.float32)
-    if run.skipped and not options.keep_going:
-        raise InputError(None, f"{len(run.skipped)} exams could not be read (first: {run.skipped[0]}); "
-                               "--keep-going reports and skips them")
-    return run
+
+
+def _collect_parquet(dataset: Any, parquet: Path, run: InferenceRun, classes: list[str]) -> None:
+    """The workers write the results; the driver reads back ids, sources and probabilities only."""
+    import pyarrow.dataset
+
+    dataset.map_batches(cast(Any, _flatten), batch_size=None,
+                        fn_kwargs={"classes": classes, "thresholds": run.thresholds}).write_parquet(str(parquet))
+    table = pyarrow.dataset.dataset(str(parquet), format="parquet").to_table(
+        columns=["exam_id", "source", "error", *classes])
+    errors = table.column("error").to_pylist()
+    ok = np.array([not e for e in errors], dtype=bool)
+    run.skipped += [e for e in errors if e]
+    run.exams = [Exam(str(i), str(src)) for i, src, good in zip(
+        table.column("exam_id").to_pylist(), table.column("source").to_pylist(), ok, strict=True) if good]
+    run.probabilities = np.stack([table.column(c).to_numpy() for c in classes], axis=1)[ok].astype(np.float32)

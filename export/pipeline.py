@@ -153,9 +153,6 @@ class HeldOut:
     n_real: dict[str, int]
     summary: dict[str, Any]
 
-    def real(self, part: str, array: np.ndarray) -> np.ndarray:
-        return array[:self.n_real[part]]
-
 
 def exam_key(source: str, exam_id: str) -> str:
     """An exam's name for splitting: file name and exam id, not the folder, so that the split is the
@@ -274,6 +271,26 @@ def _stale_staging(out_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _new_staging(out_dir: Path) -> Path:
+    """A staging folder in `out_dir` marked with its owner (host and pid), after removing the ones
+    killed exports left behind."""
+    _stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    (staging / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    return staging
+
+
+def _raise_if_rejected(rejected: dict[str, Parity], what: str) -> None:
+    if rejected:
+        numbers = "; ".join(f"{k}: {v.summary()}" for k, v in rejected.items())
+        raise ExportGateError(f"{what} failed their gates and were not written: {numbers}")
+
+
+def _check_dla(options: ExportOptions) -> None:
+    if options.dla_core is not None and options.engine and "fp32" in options.precisions:
+        raise InputError(None, "--dla-core: the DLA runs FP16 and INT8 only; pass --precision fp16,int8")
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -318,8 +335,7 @@ def export_model(
     unknown = set(options.precisions) - set(PRECISIONS)
     if unknown or not options.precisions:
         raise InputError(None, f"unknown precision {sorted(unknown)}: choose from {', '.join(PRECISIONS)}")
-    if options.dla_core is not None and options.engine and "fp32" in options.precisions:
-        raise InputError(None, "--dla-core: the DLA runs FP16 and INT8 only; pass --precision fp16,int8")
+    _check_dla(options)
     if options.engine:
         from ecg_edge.gpu import tensorrt_status
 
@@ -341,9 +357,7 @@ def export_model(
              f"the others); under {MIN_REAL_GATE_EXAMS} its figure rests mostly on synthetic ECGs")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _stale_staging(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    (staging / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    staging = _new_staging(out_dir)
     files: dict[str, dict[str, Any]] = {}
     rejected: dict[str, Parity] = {}
     try:
@@ -429,11 +443,8 @@ def export_model(
         _publish(staging, out_dir, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    result = ExportResult(out_dir=out_dir, manifest=manifest, rejected=rejected)
-    if rejected:
-        numbers = "; ".join(f"{k}: {v.summary()}" for k, v in rejected.items())
-        raise ExportGateError(f"failed their gates and were not written: {numbers}")
-    return result
+    _raise_if_rejected(rejected, "files")
+    return ExportResult(out_dir=out_dir, manifest=manifest, rejected=rejected)
 
 
 def _tensorrt_fields(name: str, precision: str, options: ExportOptions) -> dict[str, Any]:
@@ -568,9 +579,8 @@ def add_engines(
     from ecg_edge.gpu import tensorrt_status
     from ecg_edge.manifest import load_manifest, verified_path
 
-    options = options or ExportOptions(precisions=("fp32", "fp16", "int8"))
-    if options.dla_core is not None and "fp32" in options.precisions:
-        raise InputError(None, "--dla-core: the DLA runs FP16 and INT8 only; pass --precision fp16,int8")
+    options = replace(options or ExportOptions(precisions=("fp32", "fp16", "int8")), engine=True)
+    _check_dla(options)
     usable, reason = tensorrt_status()
     if not usable:
         raise InputError(None, f"cannot build TensorRT engines here: {reason}")
@@ -587,22 +597,18 @@ def add_engines(
     gate = _Gate(sets, _onnx_outputs(export_dir / ONNX_NAMES["fp32"], sets.gate), thresholds, classes)
     files = dict(manifest["files"])
     rejected: dict[str, Parity] = {}
-    _stale_staging(export_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=export_dir))
-    (staging / "owner.json").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    staging = _new_staging(export_dir)
     try:
         _build_engines(export_dir, staging, files, gate, options, rejected, log)
-        new = [name for name in files if name not in manifest["files"]]
-        for name in new:  # engines move in before the manifest that names them
-            (staging / name).replace(export_dir / name)
+        # engines move in before the manifest that names them; a rebuilt one replaces its old file
+        for built in staging.glob("model.*.plan"):
+            built.replace(export_dir / built.name)
         manifest["files"] = files
         manifest["rejected"] = manifest.get("rejected", {}) | {k: v.as_dict() for k, v in rejected.items()}
         write_json_atomic(export_dir / MANIFEST_NAME, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if rejected:
-        numbers = "; ".join(f"{k}: {v.summary()}" for k, v in rejected.items())
-        raise ExportGateError(f"engines that failed their gates and were not written: {numbers}")
+    _raise_if_rejected(rejected, "engines")
     return manifest
 
 

@@ -34,7 +34,6 @@ def to_fp16(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-FLOAT_PARTS = ("residual", "first_conv", "last_dense")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -43,8 +42,8 @@ class Int8Recipe:
     """One way to quantize.
 
     method: onnxruntime's calibrator (min-max, percentile, entropy/KL). per_channel: one weight scale per
-    output channel (else one per tensor). float_parts: what stays in float ("residual": the skip path's
-    Adds and pools; "first_conv": the stem; "last_dense": the classifier). symmetric: int8 activations
+    output channel (else one per tensor). residual_float, first_conv_float, last_dense_float: what stays
+    in float (the skip path's Adds and pools; the stem; the classifier). symmetric: int8 activations
     with zero point 0 (what TensorRT takes) or asymmetric uint8 (fast on CPUs). quantize_bias: int32
     biases (onnxruntime's default); TensorRT's parser takes DequantizeLinear from 8-bit inputs only, so
     its file keeps biases in float.
@@ -57,11 +56,6 @@ class Int8Recipe:
     first_conv_float: bool = False
     last_dense_float: bool = False
     quantize_bias: bool = True
-
-    @property
-    def float_parts(self) -> tuple[str, ...]:
-        flags = (self.residual_float, self.first_conv_float, self.last_dense_float)
-        return tuple(part for part, on in zip(FLOAT_PARTS, flags, strict=True) if on)
 
     @property
     def label(self) -> str:

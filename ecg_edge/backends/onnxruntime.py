@@ -59,20 +59,16 @@ def provider_status(provider: str) -> tuple[bool, str]:
     return True, ""
 
 
-_preloaded = False
-
-
+@functools.cache
 def preload_cuda_libraries() -> None:
     """Where CUDA and cuDNN come as pip packages (nvidia-*-cu13), onnxruntime finds them only after
-    `preload_dlls()` (no LD_LIBRARY_PATH needed); elsewhere the system's libraries serve."""
-    global _preloaded
+    `preload_dlls()` (no LD_LIBRARY_PATH needed); elsewhere the system's libraries serve. Once per process."""
     import importlib.util
 
     import onnxruntime as ort
 
-    if _preloaded or not hasattr(ort, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
+    if not hasattr(ort, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
         return
-    _preloaded = True
     with contextlib.suppress(Exception):  # the probe session then reports onnxruntime's own reason
         ort.preload_dlls()
 
