@@ -126,3 +126,27 @@ def test_same_seed_same_model_and_mirrored_strategy(tmp_path):
     assert np.array_equal(weights[0], weights[1])
     # MirroredStrategy over this machine's one device trains the same network.
     assert weights[2].shape == weights[0].shape and not np.array_equal(weights[2], 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["binary", "six"])
+def test_finetune_command_on_a_model_saved_by_another_process(trained, tmp_path, task):
+    """The base was saved by this process; the command runs in a new one, where its layers' names
+    (conv1d, dense, ...) are already taken when the transfer head is built."""
+    import os
+    import subprocess
+    import sys
+
+    _, base_path, _ = trained
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 32, seed=6)
+    out = tmp_path / f"{task}.keras"
+    cmd = [sys.executable, "-c", "from ecg_edge.cli import app; app()", "finetune", str(base_path), str(h5),
+           str(labels), "--task", task, "--epochs", "1", "--batch", "16", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and f"wrote {out}" in proc.stdout.replace("\n", "")
+    tuned = keras.saving.load_model(out)
+    assert tuned.output_shape[-1] == (1 if task == "binary" else 6)
+    names = [layer.name for layer in tuned.layers]
+    assert len(names) == len(set(names)) and "transfer_out" in names

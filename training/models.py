@@ -88,13 +88,26 @@ def build_transfer(
         raise ValueError(f"freeze={freeze} must lie between 0 and cut={cut}")
     for i, layer in enumerate(base.layers[: cut + 1]):
         layer.trainable = i >= freeze
+    taken = {layer.name for layer in base.layers}
+
+    def named(stem: str) -> str:
+        # Named, not left to Keras' counters: a base loaded in another process already holds
+        # "conv1d", "dense", ... and a model may not use a name twice.
+        name, k = stem, 1
+        while name in taken:
+            k += 1
+            name = f"{stem}_{k}"
+        taken.add(name)
+        return name
+
     x = base.layers[cut].output
-    for filters in (128, 64, 32):
-        x = layers.Conv1D(filters, 3, padding="same", activation="relu", kernel_initializer=KERNEL_INIT)(x)
-    x = layers.GlobalAveragePooling1D()(x)
-    for units in (64, 32):
-        x = layers.Dense(units, activation="relu", kernel_initializer=KERNEL_INIT)(x)
-    out = layers.Dense(n_outputs, activation="sigmoid")(x)
+    for k, filters in enumerate((128, 64, 32), start=1):
+        x = layers.Conv1D(filters, 3, padding="same", activation="relu", kernel_initializer=KERNEL_INIT,
+                          name=named(f"transfer_conv{k}"))(x)
+    x = layers.GlobalAveragePooling1D(name=named("transfer_pool"))(x)
+    for k, units in enumerate((64, 32), start=1):
+        x = layers.Dense(units, activation="relu", kernel_initializer=KERNEL_INIT, name=named(f"transfer_dense{k}"))(x)
+    out = layers.Dense(n_outputs, activation="sigmoid", name=named("transfer_out"))(x)
     return keras.Model(base.input, out, name=name)
 
 
