@@ -14,7 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ecg_edge.errors import InputError, MachineError
+from ecg_edge.errors import GateError, InputError, MachineError
 from ecg_edge.spec import AMPLITUDE_NOTE, BATCH_PROFILE
 
 if TYPE_CHECKING:
@@ -40,13 +40,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Path parameters are declared readable=False: click's own check of an unreadable path prints a
 # usage box, while the commands' checks name the file in one line with exit code 2.
 def user_errors(fn: F) -> F:
-    """Bad input: exit code 2; a machine that cannot run the work: exit code 3; one line on stderr
-    either way (`--debug` shows the traceback)."""
+    """A failed gate: exit code 1 with its numbers; bad input: exit code 2; a machine that cannot run
+    the work: exit code 3; one line on stderr each time (`--debug` shows the traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except GateError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except InputError as exc:
             if _state["debug"]:
                 traceback.print_exc()
@@ -342,8 +347,10 @@ def export(
                                                          "(default: the model home's model).", readable=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Export folder (default: the model home's).",
         readable=False)] = None,
-    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16, bf16 (gated where the CPU "
-                                                "runs it), int8.")] = "fp32,fp16,bf16,int8",
+    precision: Annotated[str | None, typer.Option(
+        help="Comma-separated: fp32, fp16, bf16, int8; a named one that fails its gate fails the export "
+             "(default: fp32,fp16,int8, and bf16 where the CPU offers it, refused with a warning if it fails).")]
+    = None,
     calibration: Annotated[list[Path] | None, typer.Option(
         help="INT8 calibration recordings, any readable format (default: a third of --validation's, "
              "topped up with synthetic ECGs).", readable=False)] = None,
@@ -379,7 +386,8 @@ def export(
         check_repository_target(triton)
     if int8_search not in ("quick", "wide"):
         raise InputError(None, f"--int8-search {int8_search!r}: quick or wide")
-    options = ExportOptions(precisions=_split(precision), engine=engine, for_tensorrt=for_tensorrt,
+    named = {"precisions": _split(precision), "if_offered": ()} if precision is not None else {}
+    options = ExportOptions(**named, engine=engine, for_tensorrt=for_tensorrt,
                             max_batch=max_batch, dla_core=dla_core, fp32_atol=fp32_atol,
                             validation_limit=validation_limit, int8_search=int8_search)
     out = out or home_export_dir()
@@ -784,7 +792,8 @@ def bench(
             from ecg_edge.cli.workflows import random_weight_export
 
             console.print("no export in the model home: benchmarking random weights (speed does not depend on them)")
-            export_dir = random_weight_export(Path(tmp))
+            export_dir = random_weight_export(
+                Path(tmp), log=lambda line: err_console.print(line, markup=False, highlight=False, soft_wrap=True))
         _load_reference(backend or [])
         report = run_matrix(export_dir, batches, backend or [], precision or [], warmup, duration, threads,
                             cache_dir=model_home(), log=lambda line: err_console.print(line, highlight=False),
@@ -827,8 +836,11 @@ def doctor(
                   highlight=False, markup=False)
     for provider, state in report["onnxruntime_providers"].items():
         console.print(f"  onnxruntime {provider}: {state}", highlight=False, markup=False)
-    console.print(f"BF16 (OpenVINO): {'yes' if report['bf16']['usable'] else 'no, ' + report['bf16']['why']}",
+    bf16 = report["bf16"]
+    console.print(f"BF16 (OpenVINO) offered by the CPU: {'yes' if bf16['usable'] else 'no, ' + bf16['why']}",
                   highlight=False, markup=False)
+    if "export" in bf16:
+        console.print(f"BF16 in this export: {bf16['export']}", highlight=False, markup=False)
     console.print(f"TensorRT: {report['tensorrt']['why']}", highlight=False, markup=False)
     nvidia = report["nvidia"]
     if "missing" in nvidia:

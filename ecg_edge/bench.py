@@ -40,14 +40,18 @@ def count_flops(onnx_path: str | Path) -> float:
     shapes = {}
     for value in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
         shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
-    weights = {init.name: numpy_helper.to_array(init).shape for init in model.graph.initializer}
+    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    weights = {name: array.shape for name, array in arrays.items()}
     flops = 0.0
     for node in model.graph.node:
         if node.op_type == "Conv":
-            kernel = weights.get(node.input[1]) or shapes.get(node.input[1])
+            kernel = list(weights.get(node.input[1]) or shapes.get(node.input[1]) or [])
             out = shapes.get(node.output[0])
-            if kernel is None or not out:
+            if not kernel or not out:
                 raise ValueError(f"cannot size Conv {node.name}")
+            if node.input[1] in arrays:  # input channels whose weights are all zero (a padded stem) are no work
+                w = arrays[node.input[1]]
+                kernel[1] = int(np.any(w != 0, axis=tuple(i for i in range(w.ndim) if i != 1)).sum())
             # out: (N, C_out, *spatial); kernel: (C_out, C_in/groups, *k)
             flops += 2.0 * float(np.prod(out)) * float(np.prod(kernel[1:]))
         elif node.op_type in ("MatMul", "Gemm"):
@@ -133,6 +137,7 @@ class BenchResult:
     gflops_per_s: float
     describe: str
     compute_ms: dict[str, float] | None = None
+    isa: str | None = None  # CPU runtimes: what their kernels ran on (AMX or not)
     share_of_cpu_peak: float | None = None
     samples_ms: list[float] = field(default_factory=list, repr=False)
 
@@ -177,7 +182,7 @@ def bench_backend(
         backend=backend.name, precision=backend.precision, batch=batch, runs=len(latencies),
         throughput_ecg_per_s=throughput, latency_ms=percentiles(latencies),
         gflops_per_s=throughput * flops_per_ecg / 1e9, describe=backend.describe(),
-        compute_ms=percentiles(compute) if compute else None,
+        compute_ms=percentiles(compute) if compute else None, isa=backend.isa,
         samples_ms=[x * 1000 for x in latencies],
     )
 
@@ -264,7 +269,8 @@ def bench_table(report: dict[str, Any]) -> Any:
 
     env = report["environment"]
     table = Table(title=f"{env['cpu']} ({env['cores']} cores){' + ' + env['gpu'] if 'gpu' in env else ''}",
-                  caption=f"latency per batch; {report['gflop_per_ecg']:.2f} GFLOP per ECG; peak = CPU float32 "
+                  caption=f"latency per batch; prec: + the CPU kernels' ISA where the runtime says; "
+                          f"{report['gflop_per_ecg']:.2f} GFLOP per ECG; peak = CPU float32 "
                           f"{report['cpu_peak_gflops']:.0f} GFLOP/s (numpy matmul)",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for column in ("backend", "prec", "batch", "ECG/s", "p50 ms", "p90 ms", "p99 ms", "GFLOP/s", "peak"):
@@ -272,7 +278,8 @@ def bench_table(report: dict[str, Any]) -> Any:
     for r in report["results"]:
         lat = r["latency_ms"]
         share = r.get("share_of_cpu_peak")
-        table.add_row(r["backend"], r["precision"], str(r["batch"]), f"{r['throughput_ecg_per_s']:.0f}",
+        precision = r["precision"] + (f" {r['isa']}" if r.get("isa") else "")
+        table.add_row(r["backend"], precision, str(r["batch"]), f"{r['throughput_ecg_per_s']:.0f}",
                       *(_ms(lat[k]) for k in ("median", "p90", "p99")),
                       f"{r['gflops_per_s']:.0f}", f"{share:.0%}" if share is not None else "-")
     return table

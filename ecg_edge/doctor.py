@@ -55,7 +55,7 @@ def diagnose(export_dir: Path | None) -> dict[str, Any]:
     report["onnxruntime_providers"] = onnxruntime_providers()
     ov_ok, ov_why = openvino_status()
     report["openvino"] = {"capabilities": cpu_capabilities()} if ov_ok else {"missing": ov_why}
-    report["bf16"] = dict(zip(("usable", "why"), bf16_status(), strict=True))
+    report["bf16"] = dict(zip(("usable", "why"), bf16_status(), strict=True))  # offered by the CPU
     report["tensorrt"] = dict(zip(("usable", "why"), tensorrt_status(), strict=True))
     report["nvidia"] = nvidia_facts()
     jetson = jetson_facts()
@@ -69,6 +69,7 @@ def diagnose(export_dir: Path | None) -> dict[str, Any]:
     from ecg_edge.spec import PRECISIONS
 
     manifest = load_manifest(export_dir)
+    report["bf16"]["export"] = bf16_in_export(manifest)
     auto: dict[str, Any] = {"export": str(export_dir)}
     for precision in PRECISIONS:
         present = {name: backend_present(name, manifest, precision) for name in AUTO_ORDER}
@@ -82,3 +83,15 @@ def diagnose(export_dir: Path | None) -> dict[str, Any]:
         auto[precision] = entry
     report["auto"] = auto
     return report
+
+
+def bf16_in_export(manifest: dict[str, Any]) -> str:
+    """Whether BF16 passed its gate in this export (offered by the CPU is not the same as right)."""
+    entry = manifest.get("runtime_precisions", {}).get("bf16")
+    if entry is None:
+        return "not gated (export made without it)"
+    if "why" in entry:
+        return f"not gated ({entry['why']})"
+    if entry.get("parity", {}).get("passed"):
+        return f"passed its gate ({entry.get('ran', {}).get('isa', '?')} kernels)"
+    return f"refused: {entry.get('refused') or 'failed its gate'}"

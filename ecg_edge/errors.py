@@ -1,5 +1,6 @@
-"""Two error types the CLI turns into one line on stderr: bad input (exit code 2) and a machine that
-cannot run what was asked (exit code 3: a missing library, a driver too old, GPU memory full)."""
+"""Error types the CLI turns into one line on stderr: a gate that failed (exit code 1, with its
+numbers), bad input (exit code 2) and a machine that cannot run what was asked (exit code 3: a
+missing library, a driver too old, GPU memory full)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,7 @@ class MachineError(RuntimeError):
         self.what = what
         self.message = message
         super().__init__(f"{what}: {message}")
+
+
+class GateError(RuntimeError):
+    """A file or precision failed its parity gate; the message carries the numbers."""

@@ -8,6 +8,12 @@ from types import ModuleType
 from typing import Any
 
 INSTALL_HINT = 'pip install "ecg-edge[tensorrt]" on a machine with an NVIDIA GPU and driver'
+# JetPack's TensorRT Python bindings are an apt package for the system Python, not a pip wheel.
+JETSON_HINT = ("on a Jetson, TensorRT's Python bindings come with JetPack (apt python3-libnvinfer, for the system "
+               "Python): make the venv with `python3 -m venv --system-site-packages` and install cuda-python 12 "
+               "(JetPack 6) or 13 (JetPack 7) in it")
+# Strongly typed networks, which the ONNX files' own types need, came with TensorRT 10 (JetPack 6.0 has 8.6).
+MIN_TENSORRT = (10, 0)
 
 
 def cudart() -> ModuleType:
@@ -41,12 +47,39 @@ def gpu_info() -> GpuInfo:
                    driver_version=int(check(rt.cudaDriverGetVersion())))
 
 
-def tensorrt_status() -> tuple[bool, str]:
-    """(usable, reason): TensorRT and cuda-python import, and a CUDA GPU is visible."""
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """'10.3.0.30' -> (10, 3, 0, 30); None for text that does not start with a number."""
+    import re
+
+    found = re.match(r"\s*(\d+(?:\.\d+)*)", text or "")
+    return tuple(int(part) for part in found.group(1).split(".")) if found else None
+
+
+def tensorrt_version_problem(version: str) -> str | None:
+    """Why this TensorRT release cannot build or run ecg-edge's engines, or None when it can."""
+    parsed = parse_version(version)
+    if parsed is None:
+        return f"cannot read the TensorRT version {version!r}"
+    if parsed < MIN_TENSORRT:
+        return (f"TensorRT {version} is too old: ecg-edge needs TensorRT >= 10 (JetPack >= 6.1), for strongly "
+                "typed networks")
+    return None
+
+
+def tensorrt_status(tegra_release: str | None = None) -> tuple[bool, str]:
+    """(usable, reason): TensorRT >= 10 and cuda-python import, and a CUDA GPU is visible.
+    `tegra_release`: /etc/nv_tegra_release's text (read here when None; absent off Jetson)."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
+        if tegra_release is None:
+            tegra_release = _read_tegra_release()
+        if tegra_release and parse_tegra_release(tegra_release):
+            return False, f"TensorRT is not importable here ({JETSON_HINT})"
         return False, f"TensorRT is not installed ({INSTALL_HINT})"
+    problem = tensorrt_version_problem(str(getattr(tensorrt, "__version__", "")))
+    if problem:
+        return False, problem
     try:
         rt = cudart()
     except ImportError:
@@ -58,6 +91,38 @@ def tensorrt_status() -> tuple[bool, str]:
     if count < 1:
         return False, "no CUDA GPU is visible"
     return True, "TensorRT and a CUDA GPU are present"
+
+
+def require_tensorrt(what: str) -> None:
+    """Raise MachineError (exit 3) with the reason when this machine cannot build or run engines."""
+    from ecg_edge.errors import MachineError
+
+    usable, reason = tensorrt_status()
+    if not usable:
+        raise MachineError(what, reason)
+
+
+def _read_tegra_release() -> str | None:
+    from pathlib import Path
+
+    try:
+        return Path("/etc/nv_tegra_release").read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def dla_support(tensorrt_version: str) -> tuple[bool, str]:
+    """Whether this TensorRT release builds for the DLA (NVIDIA's "Working with DLA", TensorRT 11.4.1):
+    10.0 to 10.7 did; 10.7 was the last 10.x with DLA; 11.0 to 11.4.0 have none on Jetson; 11.4.1 brings
+    it back on Jetson AGX Orin with JetPack >= 7.2.2. Whether the device has a DLA is asked separately."""
+    problem = tensorrt_version_problem(tensorrt_version)
+    if problem:
+        return False, problem
+    parsed = parse_version(tensorrt_version) or ()
+    if parsed < (10, 8) or parsed >= (11, 4, 1):
+        return True, ""
+    return False, (f"TensorRT {tensorrt_version} has no DLA support (10.7 was the last 10.x release with DLA; "
+                   "11.4.1 brings it back on Jetson AGX Orin with JetPack >= 7.2.2)")
 
 
 def _run(command: list[str], timeout: float = 10.0) -> str | None:
@@ -106,7 +171,8 @@ def nvidia_facts() -> dict[str, Any]:
 
 # L4T release -> JetPack (NVIDIA's JetPack archive); a release not listed is reported as L4T only.
 JETPACK_OF_L4T = {"35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1",
-                  "36.4.3": "6.2", "36.4.4": "6.2.1", "38.2.0": "7.0"}
+                  "36.4.3": "6.2", "36.4.4": "6.2.1", "38.2.0": "7.0", "38.2.1": "7.0", "38.4.0": "7.1",
+                  "39.2.0": "7.2"}
 
 
 def parse_tegra_release(text: str) -> str | None:

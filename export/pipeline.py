@@ -25,7 +25,7 @@ import numpy as np
 
 from ecg_edge.backends.base import infer_all
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
-from ecg_edge.errors import InputError
+from ecg_edge.errors import GateError, InputError, MachineError
 from ecg_edge.export.precision import (
     Int8Recipe,
     preprocess_for_quantization,
@@ -53,7 +53,7 @@ ONNX_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.in
 SYMMETRIC_INT8_NAME = "model.int8.sym.onnx"
 
 
-class ExportGateError(RuntimeError):
+class ExportGateError(GateError):
     """A file failed its parity gate (it was not written); carries the numbers."""
 
 
@@ -64,9 +64,18 @@ MIN_EXAM_AGREEMENT: dict[str, float] = {"fp16": 0.995, "bf16": 0.995, "int8": 0.
 MIN_REAL_GATE_EXAMS = 20
 
 
+# Precisions export makes unless told otherwise: each is a file, and a file that fails its gate fails
+# the export.
+DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# Runtime precisions export adds where this machine offers them: one that fails its gate is refused
+# (recorded with its numbers, a warning) and fails nothing, since nobody asked for it.
+IF_OFFERED: tuple[str, ...] = ("bf16",)
+
+
 @dataclass
 class ExportOptions:
-    precisions: Sequence[str] = PRECISIONS
+    precisions: Sequence[str] = DEFAULT_PRECISIONS  # named: a failed gate fails the export
+    if_offered: Sequence[str] = IF_OFFERED  # added where the machine offers them: a failed gate is a warning
     engine: bool = False
     for_tensorrt: bool = False  # also write and gate the symmetric INT8 file TensorRT builds from
     max_batch: int = BATCH_PROFILE["max"]
@@ -84,6 +93,10 @@ class ExportOptions:
     int8_methods: Sequence[str] | None = None  # None: the search's own
     int8_recipes: Sequence[Int8Recipe] | None = None  # an explicit list overrides the search
 
+    def wanted(self) -> list[str]:
+        """What this export makes and gates: the named precisions, then those added where offered."""
+        return [*self.precisions, *(p for p in self.if_offered if p not in self.precisions)]
+
     def recipes(self) -> list[Int8Recipe]:
         return list(self.int8_recipes) if self.int8_recipes else recipe_grid(self.int8_search, self.int8_methods)
 
@@ -92,7 +105,8 @@ class ExportOptions:
 class ExportResult:
     out_dir: Path
     manifest: dict[str, Any]
-    rejected: dict[str, Parity] = field(default_factory=dict)
+    rejected: dict[str, Parity] = field(default_factory=dict)  # named, failed: the export failed
+    refused: dict[str, Parity] = field(default_factory=dict)  # added where offered, failed: a warning
 
 
 def tool_versions() -> dict[str, str]:
@@ -305,15 +319,17 @@ def _alive(pid: int) -> bool:
 
 def trtexec_commands(name: str, precision: str) -> dict[str, str]:
     """How to build the engine of a gated ONNX file on the device that will run it (engines are tied
-    to the GPU and TensorRT version that built them). TensorRT 10 takes precision flags; TensorRT 11
-    builds strongly typed networks only, so the file's own types decide."""
+    to the GPU and TensorRT version that built them). Strongly typed on both majors, as `--engine`
+    builds them: the file's own types decide the precision (TensorRT 11 is strongly typed only, and
+    its `--stronglyTyped` is a no-op); FP32 with TF32 off. One timing cache per TensorRT major."""
     shape = lambda b: f"{INPUT_NAME}:{b}x{N_SAMPLES}x{len(LEADS)}"  # noqa: E731
     shapes = (f"--minShapes={shape(BATCH_PROFILE['min'])} --optShapes={shape(BATCH_PROFILE['opt'])} "
               f"--maxShapes={shape(BATCH_PROFILE['max'])}")
     plan = f"model.{precision}.plan"
-    base = f"trtexec --onnx={name} {shapes} --saveEngine={plan} --timingCacheFile=timing.cache"
-    flags = {"fp32": "--noTF32", "fp16": "--fp16", "int8": "--int8"}[precision]
-    return {"tensorrt10": f"{base} {flags}", "tensorrt11": base + (" --noTF32" if precision == "fp32" else "")}
+    tf32 = " --noTF32" if precision == "fp32" else ""
+    base = f"trtexec --onnx={name} {shapes} --saveEngine={plan}"
+    return {"tensorrt10": f"{base} --timingCacheFile=timing-trt10.cache --stronglyTyped{tf32}",
+            "tensorrt11": f"{base} --timingCacheFile=timing-trt11.cache{tf32}"}
 
 
 def export_model(
@@ -332,16 +348,20 @@ def export_model(
 
     warn = warn or log
     options = options or ExportOptions()
-    unknown = set(options.precisions) - set(PRECISIONS)
+    unknown = set(options.wanted()) - set(PRECISIONS)
     if unknown or not options.precisions:
         raise InputError(None, f"unknown precision {sorted(unknown)}: choose from {', '.join(PRECISIONS)}")
     _check_dla(options)
-    if options.engine:
-        from ecg_edge.gpu import tensorrt_status
+    if "bf16" in options.precisions:  # named: a machine that cannot run it says so before any work
+        from ecg_edge.backends.openvino import bf16_status
 
-        usable, reason = tensorrt_status()
+        usable, why = bf16_status()
         if not usable:
-            raise InputError(None, f"--engine: {reason}")
+            raise MachineError("bf16", why)
+    if options.engine:  # before any work: a machine without TensorRT and a GPU says so (exit 3)
+        from ecg_edge.gpu import require_tensorrt
+
+        require_tensorrt("--engine")
     model_path, model, info = Path(source.path).resolve(), source.model, source.info
     out_dir = Path(out_dir)
     task = info["task"]
@@ -358,6 +378,7 @@ def export_model(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = _new_staging(out_dir)
+    machine_failure: MachineError | None = None  # a named precision this machine could not run
     files: dict[str, dict[str, Any]] = {}
     rejected: dict[str, Parity] = {}
     try:
@@ -408,8 +429,17 @@ def export_model(
                 _symmetric_int8(staging, recipe, sets, gate, options, files, rejected, log)
 
         runtime_precisions = {}
-        if "bf16" in options.precisions:
-            runtime_precisions["bf16"] = _gate_bf16(fp32_path, gate, options, rejected, log)
+        refused: dict[str, Parity] = {}
+        if "bf16" in options.wanted():
+            named = "bf16" in options.precisions
+            runtime_precisions["bf16"] = _gate_bf16(fp32_path, gate, options, rejected if named else refused, log)
+            runtime_precisions["bf16"]["named"] = named
+            bf16 = runtime_precisions["bf16"]
+            if "refused" in bf16 and not named:
+                warn(f"warning: BF16 refused (export added it because this CPU offers it; nothing else changes): "
+                     f"{bf16['refused']}")
+            elif bf16.get("machine"):
+                machine_failure = MachineError("bf16", bf16["refused"])
 
         if options.engine:
             _build_engines(staging, staging, files, gate, options, rejected, log)
@@ -431,6 +461,7 @@ def export_model(
             "files": files,
             "runtime_precisions": runtime_precisions,
             "rejected": {k: v.as_dict() for k, v in rejected.items()},
+            "refused": {k: v.as_dict() for k, v in refused.items()},
             "gates": {"min_exam_agreement": options.min_exam_agreement,
                       "max_abs": {"fp32 (vs keras)": options.fp32_atol, "fp16": options.fp16_atol,
                                   "bf16": options.bf16_atol, "int8": options.int8_atol}},
@@ -444,7 +475,9 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _raise_if_rejected(rejected, "files")
-    return ExportResult(out_dir=out_dir, manifest=manifest, rejected=rejected)
+    if machine_failure is not None:
+        raise machine_failure
+    return ExportResult(out_dir=out_dir, manifest=manifest, rejected=rejected, refused=refused)
 
 
 def _tensorrt_fields(name: str, precision: str, options: ExportOptions) -> dict[str, Any]:
@@ -454,11 +487,13 @@ def _tensorrt_fields(name: str, precision: str, options: ExportOptions) -> dict[
 
 
 def _gate_bf16(
-    fp32_path: Path, gate: _Gate, options: ExportOptions, rejected: dict[str, Parity], log: Callable[[str], None],
+    fp32_path: Path, gate: _Gate, options: ExportOptions, failed: dict[str, Parity], log: Callable[[str], None],
 ) -> dict[str, Any]:
     """BF16 has no file of its own: OpenVINO runs the FP32 file in bfloat16. Gated here like a file,
-    where this CPU can run it; elsewhere the manifest says why it was not."""
-    from ecg_edge.backends.openvino import OpenVinoBackend, bf16_status
+    where this CPU can run it; elsewhere the manifest says why it was not. A failure goes into
+    `failed` with its numbers and, in the entry, the reason: OpenVINO's version and the first layer
+    whose BF16 output departs from its FP32 one."""
+    from ecg_edge.backends.openvino import OpenVinoBackend, bf16_divergence, bf16_status, openvino_version
 
     entry: dict[str, Any] = {"file": fp32_path.name, "runtime": "openvino"}
     usable, why = bf16_status()
@@ -467,13 +502,24 @@ def _gate_bf16(
         return entry | {"why": why}
     log("BF16 (OpenVINO)")
     runner = OpenVinoBackend(fp32_path, precision="bf16")
-    with runner:
-        out = infer_all(runner, gate.sets.gate, batch=32)
-        entry["ran"] = runner.ran
+    try:
+        with runner:
+            out = infer_all(runner, gate.sets.gate, batch=32)
+            entry["ran"] = runner.ran
+    except MachineError as exc:  # offered by the CPU, yet OpenVINO cannot compile it here
+        log(f"  bf16: {exc}")
+        return entry | {"refused": f"OpenVINO {openvino_version()} cannot run BF16 here: {exc.message}",
+                        "machine": True}
     parity, real = gate.check(out, "bf16", options, options.bf16_atol)
     log(f"  bf16 vs fp32: {parity.summary()}")
     if not parity.passed:
-        rejected["bf16"] = parity
+        failed["bf16"] = parity
+        layer = bf16_divergence(fp32_path, gate.sets.gate[:4])
+        where = (f"first departs at {layer['layer']} ({layer['type']}, relative error {layer['relative_error']:.2f})"
+                 if layer else "no single layer departs by more than the threshold")
+        entry["refused"] = (f"OpenVINO {openvino_version()} BF16 on {runner.ran.get('isa', 'this CPU')} kernels: "
+                            f"{parity.summary()}; {where}")
+        entry["divergence"] = layer
     return entry | _parity_fields(parity, real)
 
 
@@ -546,7 +592,7 @@ def _build_engines(
     from ecg_edge.backends.tensorrt import TensorRTBackend
     from ecg_edge.export.tensorrt_engine import build_engine
 
-    cache = plan_dir.parent / "timing.cache"  # beside the export's files: later builds reuse it
+    cache = plan_dir.parent  # beside the export's files, one per GPU and TensorRT version: later builds reuse it
     for precision in options.precisions:
         name = SYMMETRIC_INT8_NAME if precision == "int8" else ONNX_NAMES.get(precision)
         if name is None or name not in files:
@@ -576,14 +622,12 @@ def add_engines(
     engine with the FP32 ONNX file run by onnxruntime on the CPU, on synthetic ECGs (and real ones
     from `validation`); the manifest gains the engines that pass. Raises ExportGateError after
     writing those that passed if one failed."""
-    from ecg_edge.gpu import tensorrt_status
+    from ecg_edge.gpu import require_tensorrt
     from ecg_edge.manifest import load_manifest, verified_path
 
     options = replace(options or ExportOptions(precisions=("fp32", "fp16", "int8")), engine=True)
     _check_dla(options)
-    usable, reason = tensorrt_status()
-    if not usable:
-        raise InputError(None, f"cannot build TensorRT engines here: {reason}")
+    require_tensorrt("TensorRT engines")
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
     for name in manifest["files"]:

@@ -29,6 +29,12 @@ def model_name(entry: dict[str, Any]) -> str:
     return f"ecg_{'trt_' if entry['format'] == 'tensorrt' else ''}{entry['precision']}{variant}"
 
 
+def tensorrt_can_take(entry: dict[str, Any]) -> bool:
+    """Whether TensorRT can run this ONNX file: INT8 only as the symmetric file (zero points of 0,
+    int8 activations); the CPU INT8 file's uint8 activations and int32 biases are refused by it."""
+    return entry["precision"] != "int8" or entry.get("variant") == "symmetric"
+
+
 def config_text(name: str, entry: dict[str, Any], manifest: dict[str, Any], instances: str,
                 trt_accelerator: bool) -> str:
     """config.pbtxt in protobuf text format (Triton's ModelConfig)."""
@@ -55,7 +61,7 @@ def config_text(name: str, entry: dict[str, Any], manifest: dict[str, Any], inst
         f"instance_group [ {{ count: 1 kind: {kind} }} ]",
         "version_policy: { latest: { num_versions: 1 } }",
     ]
-    if trt_accelerator and not is_plan and kind == "KIND_GPU":
+    if trt_accelerator and not is_plan and kind == "KIND_GPU" and tensorrt_can_take(entry):
         # onnxruntime's TensorRT execution provider inside Triton: TensorRT speed from the ONNX file
         mode = {"fp16": "FP16", "int8": "INT8"}.get(entry["precision"], "FP32")
         lines += [

@@ -55,8 +55,9 @@ def test_six_class_export_files_and_manifest(six_export):
     assert sum(bool(c.get("chosen")) for c in candidates) == 1
     assert all(c["choice"]["n_exams"] == val["choice"]["real"] + 24 and c["ms_per_exam"] > 0 for c in candidates)
     # the stem's and the four in-block BatchNorms fold into their Conv1Ds; the four after a residual
-    # Add cannot (the sum also feeds the next skip path)
-    assert manifest["graph_rewrites"] == {"batchnorm_folded_into_conv": 5, "relu_moved_before_squeeze": 5}
+    # Add cannot (the sum also feeds the next skip path); the stem reads 16 channels, 4 of them zero
+    assert manifest["graph_rewrites"] == {"batchnorm_folded_into_conv": 5, "relu_moved_before_squeeze": 5,
+                                          "stem_channels_padded": 1}
     kinds = [n.op_type for n in onnx.load(out / "model.onnx").graph.node]
     assert kinds.count("Conv") == 13 and kinds.count("Mul") == 4
 
@@ -160,7 +161,7 @@ def test_cli_export_errors(tmp_path, home):
     assert not (tmp_path / "o").exists()
 
 
-def test_engine_command_without_tensorrt_exits_2(six_export):
+def test_engine_command_without_tensorrt_exits_3(six_export):
     if tensorrt_status()[0]:
         pytest.skip("TensorRT and a GPU are present: engines build here")
     from typer.testing import CliRunner
@@ -170,11 +171,11 @@ def test_engine_command_without_tensorrt_exits_2(six_export):
     _, result = six_export
     before = sorted(p.name for p in result.out_dir.iterdir())
     r = CliRunner().invoke(app, ["engine", "--model", str(result.out_dir)])
-    assert r.exit_code == 2 and "TensorRT is not installed" in r.output
+    assert r.exit_code == 3 and "TensorRT is not installed" in r.output
     assert sorted(p.name for p in result.out_dir.iterdir()) == before
 
 
-def test_engine_without_tensorrt_exits_2(six_export, tmp_path):
+def test_engine_without_tensorrt_exits_3(six_export, tmp_path):
     usable, reason = tensorrt_status()
     if usable:
         pytest.skip("TensorRT and a GPU are present: the engine test below runs instead")
@@ -184,7 +185,7 @@ def test_engine_without_tensorrt_exits_2(six_export, tmp_path):
 
     model_path, _ = six_export
     result = CliRunner().invoke(app, ["export", str(model_path), "--out", str(tmp_path / "o"), "--engine"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "--engine" in result.output and "tensorrt" in result.output.lower()
     assert not (tmp_path / "o").exists()
 
@@ -202,7 +203,7 @@ def test_tensorrt_engines(six_export, tmp_path):
     files = result.manifest["files"]
     assert {"model.fp32.plan", "model.fp16.plan", "model.int8.plan", "model.int8.sym.onnx"} <= set(files)
     assert files["model.fp32.plan"]["parity"]["max_abs_diff"] < 1e-3
-    assert (tmp_path / "timing.cache").exists() or (tmp_path / "out" / "timing.cache").exists()
+    assert list((tmp_path / "out").glob("timing-*-trt*.cache"))  # named by GPU and TensorRT version
 
 
 def test_load_ecgs_limit_and_scale(tmp_path):
@@ -231,7 +232,7 @@ def test_for_tensorrt_writes_and_gates_the_symmetric_int8_file(six_export, tmp_p
     sym = files["model.int8.sym.onnx"]
     assert sym["variant"] == "symmetric" and "bias float" in sym["recipe"]
     assert sym["parity"]["passed"] and sym["parity"]["n_exams"] == files["model.onnx"]["parity"]["n_exams"]
-    assert "--int8" in sym["trtexec"]["tensorrt10"] and "model.int8.sym.onnx" in sym["trtexec"]["tensorrt11"]
+    assert "--stronglyTyped" in sym["trtexec"]["tensorrt10"] and "model.int8.sym.onnx" in sym["trtexec"]["tensorrt11"]
     assert "trtexec" in files["model.fp16.onnx"] and "trtexec" not in files["model.int8.onnx"]
     assert check_tensorrt_onnx(out / "model.int8.sym.onnx") == []
     # the CPU file (uint8 activations, int32 biases) is exactly what TensorRT would refuse

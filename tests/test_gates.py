@@ -108,11 +108,16 @@ def test_trtexec_commands():
     from ecg_edge.export.pipeline import trtexec_commands
 
     lines = trtexec_commands("model.int8.sym.onnx", "int8")
-    assert "--int8" in lines["tensorrt10"] and "--int8" not in lines["tensorrt11"]
+    # strongly typed, as the engines export builds: the file's Q/DQ nodes decide, no precision flags
+    for line in lines.values():
+        assert "--int8" not in line and "--fp16" not in line and "--noTF32" not in line
+    assert "--stronglyTyped" in lines["tensorrt10"] and "--stronglyTyped" not in lines["tensorrt11"]
     assert "--minShapes=signal:1x4096x12" in lines["tensorrt10"]
     assert "--maxShapes=signal:256x4096x12" in lines["tensorrt11"]
-    assert "--noTF32" in trtexec_commands("model.onnx", "fp32")["tensorrt11"]
-    assert "--fp16" in trtexec_commands("model.fp16.onnx", "fp16")["tensorrt10"]
+    assert lines["tensorrt10"].count("timing-trt10.cache") == 1 and "timing-trt11.cache" in lines["tensorrt11"]
+    fp32 = trtexec_commands("model.onnx", "fp32")
+    assert "--noTF32" in fp32["tensorrt11"] and "--noTF32" in fp32["tensorrt10"]
+    assert "--fp16" not in trtexec_commands("model.fp16.onnx", "fp16")["tensorrt10"]
 
 
 def test_stale_staging_removed_live_kept(tmp_path):

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ecg_edge.export.graph_passes import fold_batchnorm_into_conv, relu_before_squeeze
+from ecg_edge.export.graph_passes import fold_batchnorm_into_conv, pad_stem_channels, relu_before_squeeze
 
 C_IN, C_OUT, W = 3, 5, 32
 
@@ -97,3 +97,33 @@ def test_fold_scale_only():
     assert fold_batchnorm_into_conv(model) == 1
     assert [n.op_type for n in model.graph.node] == ["Unsqueeze", "Conv", "Squeeze", "Relu"]
     np.testing.assert_allclose(run(model, x)[0], before, atol=1e-5)
+
+
+def test_stem_padding_is_exact_and_touches_only_narrow_convolutions():
+    """12 input channels (the leads) padded to 16 with zero weights: same outputs; a convolution
+    that already reads 16 or more channels is left as it is."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(np.array([2], np.int64), "axes"),
+             numpy_helper.from_array(rng.normal(size=(16, 12, 1, 5)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(16,)).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(size=(8, 16, 1, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Unsqueeze", ["signal", "axes"], ["x4"]),
+             helper.make_node("Conv", ["x4", "w1", "b1"], ["c1"], kernel_shape=[1, 5], pads=[0, 2, 0, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[1, 3], strides=[1, 2]),
+             helper.make_node("Squeeze", ["c2", "axes"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("signal", TensorProto.FLOAT, [None, 12, W])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 8, W // 2 - 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(3, 12, W)).astype(np.float32)
+    before = run(model, x)[0]
+    assert pad_stem_channels(model) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Unsqueeze", "Pad", "Conv", "Relu", "Conv", "Squeeze"]
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    stem = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert weights[stem.input[1]].shape == (16, 16, 1, 5) and not weights[stem.input[1]][:, 12:].any()
+    assert "w1" not in weights and weights["w2"].shape == (8, 16, 1, 3)
+    np.testing.assert_allclose(run(model, x)[0], before, rtol=1e-5, atol=1e-4)  # summed in another order
+    assert np.abs(before).max() > 10
+    assert pad_stem_channels(model) == 0  # already 16: nothing more to pad

@@ -34,12 +34,34 @@ def test_repository_from_an_export(six_export, tmp_path):
         assert inp.data_type == model_config_pb2.TYPE_FP32
         assert out.name == "abnormalities" and list(out.dims) == [6] and out.label_filename == "labels.txt"
         assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
-        [accelerator] = config.optimization.execution_accelerators.gpu_execution_accelerator
-        assert accelerator.name == "tensorrt"
-        assert accelerator.parameters["precision_mode"] == {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}[
-            entry["precision"]]
+        accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+        if entry["precision"] == "int8":  # the CPU INT8 file (uint8, int32 biases): TensorRT refuses it
+            assert entry.get("variant") != "symmetric" and not accelerators
+        else:
+            [accelerator] = accelerators
+            assert accelerator.name == "tensorrt"
+            assert accelerator.parameters["precision_mode"] == {"fp32": "FP32", "fp16": "FP16"}[entry["precision"]]
         assert sha256_file(folder / "1" / "model.onnx") == entry["sha256"]
         assert (folder / "labels.txt").read_text().split() == manifest["output"]["classes"]
+
+
+def test_tensorrt_accelerator_only_on_files_tensorrt_takes(six_export):
+    """The symmetric INT8 file gets the TensorRT accelerator in INT8; the asymmetric CPU file none."""
+    from ecg_edge.export.triton import config_text
+
+    _, result = six_export
+    manifest = load_manifest(result.out_dir)
+    for variant, expected in (("symmetric", ["INT8"]), ("default", []), (None, [])):
+        entry = {"format": "onnx", "precision": "int8"} | ({"variant": variant} if variant else {})
+        config = text_format.Parse(config_text("ecg_int8", entry, manifest, "gpu", True),
+                                   model_config_pb2.ModelConfig())
+        modes = [a.parameters["precision_mode"]
+                 for a in config.optimization.execution_accelerators.gpu_execution_accelerator]
+        assert modes == expected, variant
+    fp16 = text_format.Parse(config_text("ecg_fp16", {"format": "onnx", "precision": "fp16"}, manifest, "gpu", True),
+                             model_config_pb2.ModelConfig())
+    [accelerator] = fp16.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
 
 
 def test_plan_models_and_cpu_instances(six_export, tmp_path):

@@ -76,6 +76,8 @@ def _openvino_present(manifest: dict[str, Any], precision: str) -> tuple[bool, s
         return False, f"no {precision} ONNX file in the export"
     if precision == "bf16":
         gate = manifest.get("runtime_precisions", {}).get("bf16", {})
+        if "refused" in gate:
+            return False, f"BF16 was refused at export: {gate['refused']}"
         if not gate.get("parity", {}).get("passed"):
             return False, f"BF16 was not gated at export ({gate.get('why', 'export made before BF16 existed')})"
         return bf16_status()

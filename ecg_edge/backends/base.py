@@ -28,6 +28,7 @@ class Backend:
         self.last_inference_s: float | None = None
         self.max_batch: int | None = None
         self.choice = ""  # why `auto` chose this backend, when it did
+        self.isa: str | None = None  # CPU runtimes: the instruction sets their kernels ran on (e.g. AMX)
 
     def activate(self) -> Backend:
         if not self.active:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-@functools.cache
+_started: set[str] = set()  # providers a probe session started on: that answer holds for the process
+
+
 def provider_status(provider: str) -> tuple[bool, str]:
     """Whether a session really starts on `provider`. onnxruntime-gpu lists CUDA and TensorRT even
     where they cannot start (no driver, no cuDNN) and then runs on the CPU with a log line; a tiny
-    session tells. The reason is onnxruntime's own message."""
+    session tells. The reason is onnxruntime's own message. Only a yes is remembered: a no can depend
+    on which libraries the process had loaded when it asked."""
+    if provider in _started:
+        return True, ""
+    ok, why = _probe(provider)
+    if ok:
+        _started.add(provider)
+    return ok, why
+
+
+def _probe(provider: str) -> tuple[bool, str]:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -44,14 +57,17 @@ def provider_status(provider: str) -> tuple[bool, str]:
     if provider == "CPUExecutionProvider":
         return True, ""
     preload_cuda_libraries()
+    if provider == "TensorrtExecutionProvider":
+        preload_tensorrt_libraries()
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     options = ort.SessionOptions()
     options.log_severity_level = 4
-    try:
-        used = ort.InferenceSession(model, options, providers=[provider, "CPUExecutionProvider"]).get_providers()
+    try:  # enable_fallback=0: a provider that fails raises here instead of a retry on the CPU
+        used = ort.InferenceSession(model, options, providers=[provider, "CPUExecutionProvider"],
+                                    enable_fallback=0).get_providers()
     except Exception as exc:  # onnxruntime's own exception types
         return False, f"{provider} is listed but does not start: {_first_line(exc)}"
     if used[0] != provider:
@@ -73,11 +89,55 @@ def preload_cuda_libraries() -> None:
         ort.preload_dlls()
 
 
+def tensorrt_pip_library_dir() -> Path | None:
+    """The folder of TensorRT's pip libraries: the `tensorrt_libs` package of tensorrt-cuXX-libs."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorrt_libs")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
+def tensorrt_libraries(folder: Path) -> list[Path]:
+    """The shared libraries in `folder`, libnvinfer first: the builder resource, plugin and ONNX
+    parser libraries need it loaded."""
+    found = [path for path in folder.glob("lib*.so*") if path.is_file()]
+    return sorted(found, key=lambda path: (not path.name.startswith("libnvinfer.so"), path.name))
+
+
+@functools.cache
+def preload_tensorrt_libraries() -> list[str]:
+    """Load TensorRT's pip libraries, as `import tensorrt` does (its tensorrt_libs package), so that
+    onnxruntime's TensorRT provider finds libnvinfer by name whichever ran first; the system's
+    libraries serve where there is no such package (JetPack, a tar install). Once per process."""
+    import ctypes
+
+    folder = tensorrt_pip_library_dir()
+    loaded = []
+    for library in tensorrt_libraries(folder) if folder else []:
+        try:
+            ctypes.CDLL(str(library))
+        except OSError:  # the probe session then reports onnxruntime's own reason
+            continue
+        loaded.append(library.name)
+    return loaded
+
+
+def count_nodes_per_provider(assigned: Any) -> dict[str, int]:
+    """Nodes per execution provider from `InferenceSession.get_provider_graph_assignment_info()`
+    (onnxruntime >= 1.24.1): subgraphs, each with `ep_name` and `get_nodes()`."""
+    counts: Counter[str] = Counter()
+    for subgraph in assigned:
+        counts[str(subgraph.ep_name)] += len(subgraph.get_nodes())
+    return dict(counts.most_common())
+
+
 class OnnxRuntimeBackend(Backend):
     """One ONNX file in an onnxruntime session.
 
     `device`: 'cpu', 'cuda' or 'tensorrt' (the TensorRT execution provider, engines cached in
-    `trt_cache_dir`). `providers_in_use` tells what really runs: a silent CPU fallback shows there.
+    `trt_cache_dir`). `providers_in_use` lists the providers registered; `nodes_per_provider` (where
+    onnxruntime records it) tells where the graph's nodes really run.
     `io_binding` keeps input and output in buffers on the device of a fixed batch, bound once (the
     first batch's size; smaller batches are padded); `cuda_graph` (CUDA only) captures the run once
     and replays it, which needs exactly those fixed, bound buffers.
@@ -99,6 +159,7 @@ class OnnxRuntimeBackend(Backend):
         self.io_binding = io_binding or cuda_graph
         self.name = f"ort-{device}" + ("+graph" if cuda_graph else "")
         self.providers_in_use: list[str] = []
+        self.nodes_per_provider: dict[str, int] | None = None
         self._session: Any = None
         self._output: str | None = None
         self._bound: tuple[Any, Any, Any] | None = None  # (binding, input OrtValue, output OrtValue)
@@ -140,27 +201,55 @@ class OnnxRuntimeBackend(Backend):
             raise InputError(None, f"onnxruntime here lacks {wanted} (install onnxruntime-gpu for CUDA/TensorRT)")
         if self.device != "cpu":
             preload_cuda_libraries()
+        if self.device == "tensorrt":
+            preload_tensorrt_libraries()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(self.path), options, providers=self._provider_options())
+        # Where each node runs (onnxruntime >= 1.24.1; older ones ignore the key). Not
+        # session.disable_cpu_ep_fallback: it refuses a session that lists the CPU provider, and
+        # onnxruntime places shape nodes (and Q/DQ nodes no GPU provider takes) on the CPU by design.
+        options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+        try:  # enable_fallback=0: a provider that fails to start raises instead of a retry elsewhere
+            self._session = ort.InferenceSession(str(self.path), options, providers=self._provider_options(),
+                                                 enable_fallback=0)
         except Exception as exc:  # onnxruntime raises its own exception types
             if self.device != "cpu" and self._loads_on_cpu():
                 raise MachineError(f"{wanted} on {self.path.name}", _first_line(exc)) from None
             raise InputError(self.path, f"onnxruntime cannot load this model ({_first_line(exc)})") from None
+        self._session.disable_fallback()  # a provider failing in run() raises, not a silent rerun on CUDA/CPU
         self.providers_in_use = self._session.get_providers()
+        self.nodes_per_provider = self._placement()
         if self.providers_in_use[0] != wanted:  # onnxruntime fell back (to the CPU) with a log line only
             self._session = None
             raise MachineError(f"ort-{self.device}", f"{wanted} did not start; the session would have run on "
                                                      f"{self.providers_in_use[0]}")
+        if self.nodes_per_provider is not None and not self.nodes_per_provider.get(wanted):
+            self._session = None
+            raise MachineError(f"ort-{self.device}", f"{wanted} started but took none of the graph's nodes: "
+                                                     f"they run on {self._placement_text()}")
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
             raise InputError(self.path, f"model input is {[i.name for i in inputs]}, expected ['{INPUT_NAME}']")
         self._output = self._session.get_outputs()[0].name
         self._bound = None
+
+    def _placement(self) -> dict[str, int] | None:
+        """Nodes per provider, or None where this onnxruntime does not record it."""
+        if not hasattr(self._session, "get_provider_graph_assignment_info"):
+            return None
+        try:
+            return count_nodes_per_provider(self._session.get_provider_graph_assignment_info())
+        except Exception:  # onnxruntime's own types: recording unsupported here
+            return None
+
+    def _placement_text(self) -> str:
+        if self.nodes_per_provider is None:
+            registered = ", ".join(self.providers_in_use) or self.device
+            return f"{registered} (registered; this onnxruntime does not record where nodes run)"
+        return ", ".join(f"{name} ({n} nodes)" for name, n in self.nodes_per_provider.items())
 
     def _loads_on_cpu(self) -> bool:
         import onnxruntime as ort
@@ -215,5 +304,9 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         graph = " + CUDA graph" if self.cuda_graph else ""
-        tf32 = ", TF32 off" if self.device == "cuda" and self.precision == "fp32" else ""
-        return f"onnxruntime {self.precision} on {', '.join(self.providers_in_use) or self.device}{graph}{tf32}"
+        tf32 = ""
+        if self.precision == "fp32" and self.device == "cuda":
+            tf32 = ", TF32 off"
+        elif self.precision == "fp32" and self.device == "tensorrt":  # the EP has no option to clear it
+            tf32 = ", TF32 may be used on Ampere and newer (TensorRT's default)"
+        return f"onnxruntime {self.precision} on {self._placement_text()}{graph}{tf32}"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.backends.base import Backend
-from ecg_edge.errors import InputError
+from ecg_edge.errors import InputError, MachineError
 from ecg_edge.spec import INPUT_NAME
 
 # Our precision -> OpenVINO's INFERENCE_PRECISION_HINT for the float parts of the graph.
@@ -37,13 +37,61 @@ def cpu_capabilities() -> list[str]:
     return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
+def openvino_version() -> str:
+    import openvino as ov
+
+    return str(ov.__version__).split("-")[0]
+
+
 def bf16_status() -> tuple[bool, str]:
+    """Whether this CPU offers BF16 to OpenVINO (AVX512-BF16 or AMX), and why not. Offered is not
+    right: whether BF16 is right for a model is its export's gate (the manifest's runtime_precisions)."""
     ok, why = openvino_status()
     if not ok:
         return ok, why
     if "BF16" not in cpu_capabilities():
         return False, "this CPU has neither AVX512-BF16 nor AMX (OpenVINO would emulate BF16, slower than FP32)"
     return True, ""
+
+
+def kernel_isa(primitive_types: list[str]) -> str:
+    """The widest instruction set among OpenVINO's CPU kernels, from their primitive types
+    ('brgconv_avx512_amx_bf16' -> 'AMX', 'jit_avx512_core_bf16' -> 'AVX512', 'brgconv_avx2' -> 'AVX2'):
+    whether AMX ran is what decides BF16's speed and, on OpenVINO 2026.4, its correctness."""
+    for isa, label in (("amx", "AMX"), ("avx512", "AVX512"), ("avx2", "AVX2"), ("sse4", "SSE4")):
+        if any(isa in kind for kind in primitive_types):
+            return label
+    return "reference"
+
+
+# A layer whose BF16 output departs from its FP32 one by more than this (relative L2) is wrong, not
+# rounded: right BF16 stays near 1e-2 through this network.
+DIVERGENCE = 0.1
+
+
+def bf16_divergence(path: str | Path, x: np.ndarray, threshold: float = DIVERGENCE) -> dict[str, Any] | None:
+    """The first convolution (in graph order) whose output in BF16 departs from FP32 by more than
+    `threshold` (relative L2 error) on `x`, or None: says where a failing BF16 goes wrong."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    convolutions = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    model.add_outputs([op.output(0) for op in convolutions])
+    outputs = {}
+    for hint in ("f32", "bf16"):
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        result = compiled.create_infer_request().infer({0: x})
+        outputs[hint] = [np.asarray(result[compiled.output(i)], np.float64) for i in range(len(compiled.outputs))]
+    first = len(model.outputs) - len(convolutions)  # the model's own outputs come first
+    for k, op in enumerate(convolutions):
+        ref, bf16 = outputs["f32"][first + k], outputs["bf16"][first + k]
+        error = float(np.linalg.norm(bf16 - ref) / max(float(np.linalg.norm(ref)), 1e-12))
+        if error > threshold:
+            weights = op.input(1).get_partial_shape()
+            return {"layer": op.get_friendly_name(), "type": f"Convolution {weights}", "index": k,
+                    "relative_error": error}
+    return None
 
 
 class OpenVinoBackend(Backend):
@@ -79,20 +127,31 @@ class OpenVinoBackend(Backend):
                                   "PERFORMANCE_HINT": self.hint.upper()}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        self._compiled = core.compile_model(model, "CPU", config)
+        try:
+            self._compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:  # e.g. a BF16 kernel this CPU's oneDNN build cannot give
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            reason = (lines[-1] if lines else type(exc).__name__)[:300]
+            raise MachineError(f"openvino {self.precision}", reason) from None
         self._request = self._compiled.create_infer_request()
         self.ran = self._read_back()
+        self.isa = self.ran["isa"]
 
     def _read_back(self) -> dict[str, Any]:
-        """The inference precision the compiled model uses and the precision its convolutions run in."""
+        """The inference precision the compiled model uses, the precision its convolutions run in and
+        the kernels that run them (which name the ISA: AMX or not)."""
         hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         hint = hint.to_string() if hasattr(hint, "to_string") else str(hint)  # an ov.Type: 'f32', 'bf16'
         convolutions: Counter[str] = Counter()
+        kernels: Counter[str] = Counter()
         for op in self._compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()  # values are OVAny: astype(str) reads them
             if "layerType" in info and info["layerType"].astype(str) == "Convolution":
                 convolutions[info["runtimePrecision"].astype(str)] += 1
-        return {"inference_precision": hint, "convolutions": dict(convolutions),
+                if "primitiveType" in info:
+                    kernels[info["primitiveType"].astype(str)] += 1
+        return {"inference_precision": hint, "convolutions": dict(convolutions), "kernels": dict(kernels),
+                "isa": kernel_isa(list(kernels)),
                 "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS")),
                 "streams": int(self._compiled.get_property("NUM_STREAMS"))}
 
@@ -109,4 +168,4 @@ class OpenVinoBackend(Backend):
             return f"openvino {self.precision} on CPU"
         convs = ", ".join(f"{n} in {p}" for p, n in sorted(self.ran["convolutions"].items())) or "none"
         return (f"openvino {self.precision} on CPU (inference precision {self.ran['inference_precision']}; "
-                f"convolutions: {convs})")
+                f"convolutions: {convs}; {self.ran.get('isa', '?')} kernels)")

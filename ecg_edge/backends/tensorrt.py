@@ -15,7 +15,7 @@ import numpy as np
 
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
-from ecg_edge.gpu import check, cudart, gpu_info, tensorrt_status
+from ecg_edge.gpu import check, cudart, gpu_info, require_tensorrt
 from ecg_edge.spec import INPUT_NAME
 
 
@@ -45,9 +45,7 @@ class TensorRTBackend(Backend):
             raise InputError(self.plan, f"engine built on {built_on}, this GPU is {here.name}: rebuild it here")
 
     def _activate(self) -> None:
-        usable, reason = tensorrt_status()
-        if not usable:
-            raise InputError(self.plan, f"cannot run a TensorRT engine: {reason}")
+        require_tensorrt(f"TensorRT engine {self.plan.name}")
         import tensorrt as trt
 
         self._check_built_here()
@@ -68,8 +66,10 @@ class TensorRTBackend(Backend):
         if INPUT_NAME not in names or len(outputs) != 1:
             raise InputError(self.plan, f"engine tensors {names}: expected input '{INPUT_NAME}' and one output")
         self._output = outputs[0]
-        _, _, max_shape = self._engine.get_tensor_profile_shape(INPUT_NAME, 0)
+        min_shape, _, max_shape = self._engine.get_tensor_profile_shape(INPUT_NAME, 0)
         self.max_batch = int(max_shape[0])
+        # a static profile (DLA engines: min = max) runs that one batch size: smaller batches are padded
+        self._fixed_batch = self.max_batch if int(min_shape[0]) == self.max_batch else None
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, int] = {}
         for name in (INPUT_NAME, self._output):
@@ -88,6 +88,10 @@ class TensorRTBackend(Backend):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         rt = self._rt
         n = batch.shape[0]
+        if self._fixed_batch is not None and n < self._fixed_batch:
+            padded = np.zeros((self._fixed_batch, *batch.shape[1:]), batch.dtype)
+            padded[:n] = batch
+            batch = padded
         self._context.set_input_shape(INPUT_NAME, batch.shape)
         host_in, host_out = self._host[INPUT_NAME], self._host[self._output]
         host_in[:n] = batch
@@ -97,7 +101,7 @@ class TensorRTBackend(Backend):
         if not self._context.execute_async_v3(self._stream):
             raise RuntimeError(f"TensorRT execution failed for {self.plan}")
         check(rt.cudaEventRecord(self._stop, self._stream))
-        out_bytes = n * host_out[0].nbytes
+        out_bytes = batch.shape[0] * host_out[0].nbytes
         check(rt.cudaMemcpyAsync(host_out.ctypes.data, self._device[self._output], out_bytes, d2h, self._stream))
         check(rt.cudaStreamSynchronize(self._stream))
         self.last_compute_s = check(rt.cudaEventElapsedTime(self._start, self._stop)) / 1000.0
@@ -114,4 +118,13 @@ class TensorRTBackend(Backend):
         del self._context, self._engine, self._runtime
 
     def describe(self) -> str:
-        return f"TensorRT {self.facts.get('tensorrt_version', '')} {self.precision} on {self.facts.get('gpu', 'GPU')}"
+        text = f"TensorRT {self.facts.get('tensorrt_version', '')} {self.precision} on {self.facts.get('gpu', 'GPU')}"
+        if self.facts.get("dla_core") is not None:
+            placement = self.facts.get("dla_placement") or {}
+            layers = placement.get("built") or placement.get("can_run_on_dla_before_build") or {}
+            text += f", DLA core {self.facts['dla_core']}"
+            if layers:
+                text += f": {layers.get('dla', '?')} layers on the DLA, {layers.get('gpu', '?')} on the GPU"
+        if self.facts.get("tf32"):
+            text += ", TF32 allowed"
+        return text
