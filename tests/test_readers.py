@@ -112,3 +112,36 @@ def test_corrupt_wfdb(tmp_path):
     (tmp_path / "bad.dat").write_bytes(b"\x00\x01")
     with pytest.raises(InputError, match="unreadable WFDB record"):
         read_recording(tmp_path / "bad.hea")
+
+
+def test_wfdb_header_naming_its_record_with_the_signal_suffix(tmp_path):
+    """Earlier releases of the PhysioNet/CinC Challenge write `E00271.mat 12 500 5000` on a
+    header's first line, which wfdb refuses: read as the same record with its name corrected."""
+    import wfdb
+
+    signal = np.random.default_rng(0).normal(0, 0.4, (1000, 3))
+    wfdb.wrsamp("rec", fs=500, units=["mV"] * 3, sig_name=["I", "II", "V1"], p_signal=signal, fmt=["16"] * 3,
+                write_dir=str(tmp_path), comments=["Dx: 164889003,59118001"])
+    plain = read_recording(tmp_path / "rec.hea")
+    header = tmp_path / "rec.hea"
+    header.write_text(header.read_text().replace("rec ", "rec.dat ", 1))
+    with pytest.raises(Exception, match="record line"):
+        wfdb.rdheader(str(tmp_path / "rec"))  # what wfdb itself says of such a header
+    read = read_recording(header)
+    np.testing.assert_array_equal(read.signal, plain.signal)
+    assert read.id == "rec" and read.fs == 500 and read.labels["AF"] == 1 and read.labels["RBBB"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.dat", "rec.hea"]  # nothing left beside it
+
+
+def test_all_real_cinc_records_read():
+    from conftest import SHARED_WFDB
+
+    folder = SHARED_WFDB.parent / "real" / "cinc2021"
+    if not folder.exists():
+        pytest.skip("../shared/data/real/cinc2021 not present")
+    headers = sorted(folder.glob("*.hea"))
+    odd = [h for h in headers if h.read_text(encoding="latin-1").split(" ", 1)[0].endswith(".mat")]
+    assert len(headers) == 106 and len(odd) == 40
+    for header in odd:
+        recording = read_recording(header)
+        assert recording.id == header.stem and recording.signal.shape[1] == 12
