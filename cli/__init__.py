@@ -108,6 +108,11 @@ def demo(
     run_demo(n, epochs, [r for r in records or [] if r.exists()], seed, console)
 
 
+TRAINING_DATA_HELP = ("CODE-layout HDF5 file(s), or recordings in any readable format and folders with a labels "
+                      "CSV keyed by record (a `record` column: paths relative to the CSV, FILE.h5#i for HDF5 "
+                      "exams); the labels CSV last.")
+
+
 def _check_data(data: list[Path], labels: Path) -> None:
     for path in [*data, labels]:
         if not path.exists():
@@ -117,8 +122,7 @@ def _check_data(data: list[Path], labels: Path) -> None:
 @app.command()
 @user_errors
 def train(
-    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.",
-        readable=False)],
+    data: Annotated[list[Path], typer.Argument(help=TRAINING_DATA_HELP, readable=False)],
     task: Annotated[str, typer.Option(help="six (abnormalities) or binary (normal/abnormal).")] = "six",
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs (early stopping may end sooner).")] = 70,
     batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
@@ -129,20 +133,22 @@ def train(
     validation_fraction: Annotated[float, typer.Option(help="Last share of exams held out.")] = 0.02,
     strategy: Annotated[str, typer.Option(help="none, mirrored (all GPUs here) or multiworker (TF_CONFIG).")] = "none",
 ) -> None:
-    """Train the Ribeiro network on CODE-layout HDF5 + labels CSV (the original recipe); resumes if interrupted."""
+    """Train the Ribeiro network on labelled recordings (the original recipe); resumes if interrupted."""
     from ecg_edge.cli.workflows import epoch_printer
     from ecg_edge.home import home_model_path
+    from ecg_edge.training.labels import training_inputs
     from ecg_edge.training.train import TrainOptions, train_model
 
     if len(data) < 2:
-        raise InputError(None, "give DATA.h5 [DATA2.h5 ...] LABELS.csv")
-    *h5s, labels = data
-    _check_data(h5s, labels)
+        raise InputError(None, "give DATA [DATA2 ...] LABELS.csv")
+    *inputs, labels = data
+    _check_data(inputs, labels)
     out = out or home_model_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
                            validation_fraction=validation_fraction, strategy=strategy)
-    path, info = train_model(h5s, labels, out, options, epoch_end=epoch_printer(epochs, console))
+    with training_inputs(inputs, labels, out.parent, task) as (h5s, labels):
+        path, info = train_model(h5s, labels, out, options, epoch_end=epoch_printer(epochs, console))
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
 
 
@@ -151,8 +157,7 @@ def train(
 def finetune(
     base: Annotated[Path, typer.Argument(help="Trained six-class model: .keras or the original model.hdf5.",
         readable=False)],
-    data: Annotated[list[Path], typer.Argument(help="CODE-layout HDF5 file(s), then the labels CSV last.",
-        readable=False)],
+    data: Annotated[list[Path], typer.Argument(help=TRAINING_DATA_HELP, readable=False)],
     task: Annotated[str, typer.Option(help="binary (normal/abnormal) or six.")] = "binary",
     freeze: Annotated[int, typer.Option(help="Freeze the first N layers of the base.")] = 5,
     cut: Annotated[int, typer.Option(help="Cut the base after this layer.")] = 45,
@@ -167,17 +172,19 @@ def finetune(
     """Fine-tune the transfer model on top of a trained six-class model."""
     from ecg_edge.cli.workflows import epoch_printer
     from ecg_edge.home import model_home
+    from ecg_edge.training.labels import training_inputs
     from ecg_edge.training.train import TrainOptions, finetune_model
 
     if len(data) < 2:
-        raise InputError(None, "give BASE DATA.h5 [DATA2.h5 ...] LABELS.csv")
-    *h5s, labels = data
-    _check_data([base, *h5s], labels)
+        raise InputError(None, "give BASE DATA [DATA2 ...] LABELS.csv")
+    *inputs, labels = data
+    _check_data([base, *inputs], labels)
     out = out or model_home() / "transfer.keras"
     out.parent.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed)
-    path, info = finetune_model(base, h5s, labels, out, options, freeze=freeze, cut=cut,
-                                unfreeze_epochs=unfreeze_epochs, epoch_end=epoch_printer(epochs, console))
+    with training_inputs(inputs, labels, out.parent, task) as (h5s, labels):
+        path, info = finetune_model(base, h5s, labels, out, options, freeze=freeze, cut=cut,
+                                    unfreeze_epochs=unfreeze_epochs, epoch_end=epoch_printer(epochs, console))
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
 
 

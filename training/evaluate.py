@@ -55,7 +55,11 @@ def labels_for(run: InferenceRun, labels_csv: str | Path | None, task: str,
     """Label matrix in the run's exam order, from a CSV or from WFDB `# Dx:` headers."""
     if labels_csv is not None:
         from ecg_edge.training.data import read_label_matrix
+        from ecg_edge.training.labels import keyed_by_record, match_records, read_record_labels
 
+        if keyed_by_record(labels_csv):
+            by_record = read_record_labels(labels_csv, task)
+            return np.stack([by_record[k] for k in match_records(run.sources, run.ids, by_record, labels_csv)])
         ids, matrix = read_label_matrix(labels_csv, task)
         if ids is None:  # rows in exam order
             if len(matrix) != len(run.ids):
