@@ -23,11 +23,12 @@ from pathlib import Path
 import ecg_edge.training.keras_backend  # noqa: F401  (registers the Keras reference row)
 from ecg_edge.atomic_files import atomic_write_text
 from ecg_edge.backends import AUTO_ORDER, CPU_BACKENDS, backend_present, open_backend
-from ecg_edge.bench import bench_backend, run_matrix
+from ecg_edge.bench import run_matrix
 from ecg_edge.cli.workflows import random_weight_export
 from ecg_edge.infer import run_inference
 from ecg_edge.manifest import load_manifest
 from ecg_edge.spec import PRECISIONS
+from ecg_edge.timing import bench_backend
 
 RESULTS = Path(__file__).parent / "results"
 

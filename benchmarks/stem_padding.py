@@ -27,8 +27,9 @@ from ecg_edge.atomic_files import atomic_write_text
 from ecg_edge.backends.base import Backend, infer_all
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 from ecg_edge.backends.openvino import OpenVinoBackend, bf16_status, openvino_version
-from ecg_edge.bench import bench_backend, cpu_model
+from ecg_edge.host import cpu_model
 from ecg_edge.synthetic import synthesize
+from ecg_edge.timing import bench_backend
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 64

@@ -1,29 +1,28 @@
-"""Benchmarks: latency percentiles and throughput per backend and precision, against the machine's peak.
+"""Benchmarks: the matrix of backends, precisions and batch sizes, against the machine's peak.
 
-Latency is host latency per batch (feed in, probabilities out: trtexec's "host latency"); TensorRT
-rows add the device's compute time measured with CUDA events (trtexec's "GPU compute time").
+Each row is one backend timed by `ecg_edge.timing.bench_backend` (host latency per batch; TensorRT
+rows add the device's compute time); the report carries the machine's facts (`ecg_edge.host`), the
+FLOPs per ECG counted from the ONNX graph and the CPU's float32 peak.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import platform
 import time
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ecg_edge import host, timing
 from ecg_edge.atomic_files import atomic_target, atomic_write_bytes
-from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
-from ecg_edge.spec import LEADS, N_SAMPLES, PRECISIONS
+from ecg_edge.spec import PRECISIONS
 
-N_BUFFERS = 4  # inputs rotate among these, so no cache holds a single batch
+# Names that moved out of this module: importable from here for one release, with a DeprecationWarning.
+_MOVED = {"cpu_model": host, "package_versions": host, "environment": host,
+          "bench_backend": timing, "BenchResult": timing, "percentiles": timing, "N_BUFFERS": timing}
 
 
 def count_flops(onnx_path: str | Path) -> float:
@@ -63,19 +62,9 @@ def count_flops(onnx_path: str | Path) -> float:
     return flops
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def measure_cpu_peak(cache_dir: Path | None = None, n: int = 2048, repeats: int = 5) -> float:
     """float32 GFLOP/s of a large numpy matrix product (best of `repeats`), cached per machine."""
-    key = f"{cpu_model()}|{os.cpu_count()}|numpy {np.__version__}"
+    key = f"{host.cpu_model()}|{os.cpu_count()}|numpy {np.__version__}"
     cache = cache_dir / "cpu_peak.json" if cache_dir else None
     if cache and cache.exists():
         stored = json.loads(cache.read_text())
@@ -98,96 +87,7 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
-def package_versions(names: tuple[str, ...]) -> dict[str, str]:
-    """Version of each of `names` that is installed (the ones that are not are left out)."""
-    found = {}
-    for dist in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[dist] = metadata.version(dist)
-    return found
-
-
-def environment() -> dict[str, Any]:
-    """The machine and software a result belongs to (read, never set)."""
-    env: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
-                           "python": platform.python_version()}
-    env |= package_versions(("onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorflow", "numpy"))
-    from ecg_edge.gpu import jetson_facts, nvidia_facts
-
-    nvidia = nvidia_facts()
-    if nvidia.get("gpus"):
-        first = nvidia["gpus"][0]
-        env |= {"gpu": first["name"], "compute_capability": first["compute_capability"],
-                "gpu_memory_gib": first["memory_gib"], "nvidia_driver": nvidia["driver"],
-                "cuda_driver_api": nvidia["cuda_driver_api"]}
-    jetson = jetson_facts()
-    if jetson is not None:  # every row's power mode, clocks and L4T release
-        env |= {f"jetson_{k}": v for k, v in jetson.items()}
-    return env
-
-
-@dataclass
-class BenchResult:
-    backend: str
-    precision: str
-    batch: int
-    runs: int
-    throughput_ecg_per_s: float
-    latency_ms: dict[str, float]
-    gflops_per_s: float
-    describe: str
-    compute_ms: dict[str, float] | None = None
-    isa: str | None = None  # CPU runtimes: what their kernels ran on (AMX or not)
-    share_of_cpu_peak: float | None = None
-    samples_ms: list[float] = field(default_factory=list, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("samples_ms")
-        return out
-
-
-def percentiles(samples_s: list[float]) -> dict[str, float]:
-    ms = np.asarray(samples_s) * 1000
-    return {"min": float(ms.min()), "mean": float(ms.mean()), "median": float(np.median(ms)),
-            "p90": float(np.percentile(ms, 90)), "p95": float(np.percentile(ms, 95)),
-            "p99": float(np.percentile(ms, 99)), "max": float(ms.max())}
-
-
-def bench_backend(
-    backend: Backend, batch: int, flops_per_ecg: float, warmup_s: float = 1.0, duration_s: float = 5.0,
-    min_runs: int = 10, seed: int = 0,
-) -> BenchResult:
-    """Warm up, then time runs until both `duration_s` and `min_runs` are reached."""
-    rng = np.random.default_rng(seed)
-    buffers = [rng.normal(0, 0.5, (batch, N_SAMPLES, len(LEADS))).astype(np.float32) for _ in range(N_BUFFERS)]
-    start = time.perf_counter()
-    i = 0
-    while time.perf_counter() - start < warmup_s or i < 2:
-        backend.infer(buffers[i % N_BUFFERS])
-        i += 1
-    latencies: list[float] = []
-    compute: list[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < duration_s or len(latencies) < min_runs:
-        t0 = time.perf_counter()
-        backend.infer(buffers[len(latencies) % N_BUFFERS])
-        latencies.append(time.perf_counter() - t0)
-        device_s = getattr(backend, "last_compute_s", None)  # TensorRT's CUDA-event time
-        if device_s is not None:
-            compute.append(device_s)
-    mean_s = float(np.mean(latencies))
-    throughput = batch / mean_s
-    return BenchResult(
-        backend=backend.name, precision=backend.precision, batch=batch, runs=len(latencies),
-        throughput_ecg_per_s=throughput, latency_ms=percentiles(latencies),
-        gflops_per_s=throughput * flops_per_ecg / 1e9, describe=backend.describe(),
-        compute_ms=percentiles(compute) if compute else None, isa=backend.isa,
-        samples_ms=[x * 1000 for x in latencies],
-    )
-
-
-def write_plot(results: list[BenchResult], path: Path) -> None:
+def write_plot(results: list[timing.BenchResult], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,7 +135,7 @@ def run_matrix(
     gated = {p for p, e in manifest.get("runtime_precisions", {}).items() if e.get("parity", {}).get("passed")}
     precisions = precisions or sorted({e["precision"] for e in manifest["files"].values()} | gated,
                                       key=PRECISIONS.index)
-    results: list[BenchResult] = []
+    results: list[timing.BenchResult] = []
     for name in backends or AUTO_ORDER:
         for precision in precisions:
             present, why = backend_present(name, manifest, precision)
@@ -254,11 +154,11 @@ def run_matrix(
                             log(f"skip {name} {precision} batch {batch}: engine profile ends at {runner.max_batch}")
                             continue
                         log(f"{runner.name} {precision} batch {batch} ...")
-                        result = bench_backend(runner, batch, flops, warmup_s, duration_s)
+                        result = timing.bench_backend(runner, batch, flops, warmup_s, duration_s)
                         if name in ("ort-cpu", "openvino", "keras") and precision == "fp32":  # float32 peak
                             result.share_of_cpu_peak = result.gflops_per_s / peak
                         results.append(result)
-    return {"environment": environment(), "export": str(export_dir), "gflop_per_ecg": flops / 1e9,
+    return {"environment": host.environment(), "export": str(export_dir), "gflop_per_ecg": flops / 1e9,
             "cpu_peak_gflops": peak, "results": [r.as_dict() for r in results], "_results": results}
 
 
@@ -287,3 +187,16 @@ def bench_table(report: dict[str, Any]) -> Any:
 
 def _ms(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+
+
+if not TYPE_CHECKING:  # hidden from mypy, which then flags the old spellings in this repository
+
+    def __getattr__(name: str) -> Any:
+        if name in _MOVED:
+            import warnings
+
+            new = _MOVED[name].__name__
+            warnings.warn(f"{__name__}.{name} moved to {new}.{name}; import it from there ({__name__}'s "
+                          "alias goes in the next release)", DeprecationWarning, stacklevel=2)
+            return getattr(_MOVED[name], name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

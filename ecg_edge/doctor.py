@@ -9,28 +9,12 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Instruction-set flags that decide speed here, as /proc/cpuinfo names them (x86 'flags', Arm 'Features').
-ISA_FLAGS = {
-    "avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx512_bf16": "AVX512-BF16",
-    "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8", "asimd": "NEON", "sve": "SVE", "bf16": "BF16 (Arm)",
-}
+from ecg_edge import host
 
-
-def cpu_isa(cpuinfo: str | None = None) -> list[str]:
-    """The instruction sets above that this CPU reports."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    found: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            found |= set(value.split())
-    return [name for flag, name in ISA_FLAGS.items() if flag in found]
+# Names that moved to ecg_edge.host: importable from here for one release, with a DeprecationWarning.
+_MOVED = dict.fromkeys(("ISA_FLAGS", "cpu_isa"), host)
 
 
 def onnxruntime_providers() -> dict[str, str]:
@@ -44,21 +28,21 @@ def onnxruntime_providers() -> dict[str, str]:
 def diagnose(export_dir: Path | None) -> dict[str, Any]:
     from ecg_edge.backends import AUTO_ORDER, backend_present
     from ecg_edge.backends.openvino import bf16_status, cpu_capabilities, openvino_status
-    from ecg_edge.bench import cpu_model, package_versions
-    from ecg_edge.gpu import jetson_facts, nvidia_facts, tensorrt_status
+    from ecg_edge.gpu import tensorrt_status
 
     report: dict[str, Any] = {
-        "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(), "isa": cpu_isa()},
+        "cpu": {"model": host.cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
+                "isa": host.cpu_isa()},
         "python": platform.python_version(),
-        "runtimes": package_versions(("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "cuda-python")),
+        "runtimes": host.package_versions(("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "cuda-python")),
     }
     report["onnxruntime_providers"] = onnxruntime_providers()
     ov_ok, ov_why = openvino_status()
     report["openvino"] = {"capabilities": cpu_capabilities()} if ov_ok else {"missing": ov_why}
     report["bf16"] = dict(zip(("usable", "why"), bf16_status(), strict=True))  # offered by the CPU
     report["tensorrt"] = dict(zip(("usable", "why"), tensorrt_status(), strict=True))
-    report["nvidia"] = nvidia_facts()
-    jetson = jetson_facts()
+    report["nvidia"] = host.nvidia_facts()
+    jetson = host.jetson_facts()
     if jetson is not None:
         report["jetson"] = jetson
     if export_dir is None or not (export_dir / "manifest.json").exists():
@@ -95,3 +79,16 @@ def bf16_in_export(manifest: dict[str, Any]) -> str:
     if entry.get("parity", {}).get("passed"):
         return f"passed its gate ({entry.get('ran', {}).get('isa', '?')} kernels)"
     return f"refused: {entry.get('refused') or 'failed its gate'}"
+
+
+if not TYPE_CHECKING:  # hidden from mypy, which then flags the old spellings in this repository
+
+    def __getattr__(name: str) -> Any:
+        if name in _MOVED:
+            import warnings
+
+            new = _MOVED[name].__name__
+            warnings.warn(f"{__name__}.{name} moved to {new}.{name}; import it from there ({__name__}'s "
+                          "alias goes in the next release)", DeprecationWarning, stacklevel=2)
+            return getattr(_MOVED[name], name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,11 +1,20 @@
-"""What NVIDIA stack is present: TensorRT, cuda-python and a GPU. Never raises; says what is missing."""
+"""The NVIDIA stack's Python side, under the TensorRT backend and export's engine builder: cuda-python
+helpers (`cudart`, `check`, `gpu_info`) and whether TensorRT can run here (`tensorrt_status`, which
+never raises and says what is missing; `require_tensorrt`, `dla_support`).
+
+Imports only the machine's facts (`ecg_edge.host`, where nvidia-smi and Jetson facts now live) and errors.
+"""
 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ecg_edge import host
+from ecg_edge.errors import MachineError
 
 INSTALL_HINT = 'pip install "ecg-edge[tensorrt]" on a machine with an NVIDIA GPU and driver'
 # JetPack's TensorRT Python bindings are an apt package for the system Python, not a pip wheel.
@@ -49,8 +58,6 @@ def gpu_info() -> GpuInfo:
 
 def parse_version(text: str) -> tuple[int, ...] | None:
     """'10.3.0.30' -> (10, 3, 0, 30); None for text that does not start with a number."""
-    import re
-
     found = re.match(r"\s*(\d+(?:\.\d+)*)", text or "")
     return tuple(int(part) for part in found.group(1).split(".")) if found else None
 
@@ -73,8 +80,8 @@ def tensorrt_status(tegra_release: str | None = None) -> tuple[bool, str]:
         import tensorrt
     except ImportError:
         if tegra_release is None:
-            tegra_release = _read_tegra_release()
-        if tegra_release and parse_tegra_release(tegra_release):
+            tegra_release = host.read_tegra_release()
+        if tegra_release and host.parse_tegra_release(tegra_release):
             return False, f"TensorRT is not importable here ({JETSON_HINT})"
         return False, f"TensorRT is not installed ({INSTALL_HINT})"
     problem = tensorrt_version_problem(str(getattr(tensorrt, "__version__", "")))
@@ -95,20 +102,9 @@ def tensorrt_status(tegra_release: str | None = None) -> tuple[bool, str]:
 
 def require_tensorrt(what: str) -> None:
     """Raise MachineError (exit 3) with the reason when this machine cannot build or run engines."""
-    from ecg_edge.errors import MachineError
-
     usable, reason = tensorrt_status()
     if not usable:
         raise MachineError(what, reason)
-
-
-def _read_tegra_release() -> str | None:
-    from pathlib import Path
-
-    try:
-        return Path("/etc/nv_tegra_release").read_text(errors="replace")
-    except OSError:
-        return None
 
 
 def dla_support(tensorrt_version: str) -> tuple[bool, str]:
@@ -125,87 +121,18 @@ def dla_support(tensorrt_version: str) -> tuple[bool, str]:
                    "11.4.1 brings it back on Jetson AGX Orin with JetPack >= 7.2.2)")
 
 
-def _run(command: list[str], timeout: float = 10.0) -> str | None:
-    """A tool's stdout, or None where it is missing or fails (doctor reads, never changes)."""
-    import shutil
-    import subprocess
+# Names that moved to ecg_edge.host: importable from here for one release, with a DeprecationWarning.
+_MOVED = dict.fromkeys(("JETPACK_OF_L4T", "jetson_facts", "nvidia_facts", "parse_nvidia_smi", "parse_nvpmodel",
+                        "parse_tegra_release"), host)
 
-    if shutil.which(command[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
+if not TYPE_CHECKING:  # hidden from mypy, which then flags the old spellings in this repository
 
+    def __getattr__(name: str) -> Any:
+        if name in _MOVED:
+            import warnings
 
-def parse_nvidia_smi(query_csv: str, header: str | None) -> dict[str, Any]:
-    """`nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader,nounits`
-    (one line per GPU) and the plain `nvidia-smi` banner (for the CUDA version the driver supports)."""
-    import re
-
-    gpus = []
-    driver = None
-    for line in query_csv.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 4:
-            continue
-        name, cc, memory, driver = parts[:4]
-        gpus.append({"name": name, "compute_capability": cc,
-                     "memory_gib": round(float(memory) / 1024, 1) if memory.replace(".", "").isdigit() else None})
-    cuda = re.search(r"CUDA Version:\s*([\d.]+)", header or "")
-    return {"driver": driver, "cuda_driver_api": cuda.group(1) if cuda else None, "gpus": gpus}
-
-
-def nvidia_facts() -> dict[str, Any]:
-    """Driver, the CUDA version it supports, and each GPU, from nvidia-smi (shipped with the driver)."""
-    query = _run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version",
-                  "--format=csv,noheader,nounits"])
-    if query is None:
-        return {"missing": "no NVIDIA driver here (nvidia-smi not found or failed)"}
-    from ecg_edge.bench import package_versions
-
-    return parse_nvidia_smi(query, _run(["nvidia-smi"])) | package_versions(
-        ("tensorrt", "cuda-python", "onnxruntime-gpu"))
-
-
-# L4T release -> JetPack (NVIDIA's JetPack archive); a release not listed is reported as L4T only.
-JETPACK_OF_L4T = {"35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1",
-                  "36.4.3": "6.2", "36.4.4": "6.2.1", "38.2.0": "7.0", "38.2.1": "7.0", "38.4.0": "7.1",
-                  "39.2.0": "7.2"}
-
-
-def parse_tegra_release(text: str) -> str | None:
-    """'# R36 (release), REVISION: 4.3, ...' (/etc/nv_tegra_release) -> '36.4.3'."""
-    import re
-
-    found = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"{found.group(1)}.{found.group(2)}" if found else None
-
-
-def parse_nvpmodel(text: str) -> str | None:
-    """`nvpmodel -q` prints 'NV Power Mode: MAXN' then the mode's number."""
-    for line in text.splitlines():
-        if line.startswith("NV Power Mode:"):
-            return line.split(":", 1)[1].strip()
-    return None
-
-
-def jetson_facts() -> dict[str, Any] | None:
-    """On a Jetson: L4T release, JetPack, power mode and whether clocks are pinned (jetson_clocks
-    sets each CPU's minimum clock to its maximum). None elsewhere."""
-    from pathlib import Path
-
-    release_file = Path("/etc/nv_tegra_release")
-    if not release_file.exists():
-        return None
-    l4t = parse_tegra_release(release_file.read_text(errors="replace"))
-    jetpack = (_run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"]) or "").strip() or None
-    mode = parse_nvpmodel(_run(["nvpmodel", "-q"]) or "")
-    cpufreq = Path("/sys/devices/system/cpu/cpu0/cpufreq")
-    try:
-        pinned: bool | None = (cpufreq / "scaling_min_freq").read_text() == (cpufreq / "scaling_max_freq").read_text()
-    except OSError:
-        pinned = None
-    return {"l4t": l4t, "jetpack": jetpack or JETPACK_OF_L4T.get(l4t or ""), "power_mode": mode,
-            "jetson_clocks": pinned}
+            new = _MOVED[name].__name__
+            warnings.warn(f"{__name__}.{name} moved to {new}.{name}; import it from there ({__name__}'s "
+                          "alias goes in the next release)", DeprecationWarning, stacklevel=2)
+            return getattr(_MOVED[name], name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

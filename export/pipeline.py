@@ -110,7 +110,7 @@ class ExportResult:
 
 
 def tool_versions() -> dict[str, str]:
-    from ecg_edge.bench import package_versions
+    from ecg_edge.host import package_versions
 
     return {"python": platform.python_version()} | package_versions((
         "ecg-edge", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu",

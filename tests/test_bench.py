@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ecg_edge.bench import bench_backend, count_flops, percentiles
+from ecg_edge.bench import count_flops
 from ecg_edge.cli import app
+from ecg_edge.timing import bench_backend, percentiles
 
 
 def keras_layer_flops(model) -> float:
@@ -71,8 +72,15 @@ def test_bench_json_and_plot(six_export, tmp_path, home):
     assert (home / "cpu_peak.json").exists()  # the peak is cached per machine
 
 
-def test_bench_without_model_in_fresh_home(home, tmp_path):
+@pytest.mark.parametrize("bf16", ["offered", "not offered"])
+def test_bench_without_model_in_fresh_home_exits_0_whatever_the_cpu_offers(home, tmp_path, monkeypatch, bf16):
+    """Random weights exported with BF16 added where OpenVINO says the CPU offers it (as on an AMX Xeon,
+    where its gate failed and took bench down): bench never fails on a gate."""
     pytest.importorskip("keras")
+    from test_hardware_facts import LACKS, OFFERS
+
+    capabilities = OFFERS if bf16 == "offered" else LACKS
+    monkeypatch.setattr("ecg_edge.backends.openvino.cpu_capabilities", lambda: list(capabilities))
     out = tmp_path / "b.json"
     r = CliRunner().invoke(app, ["bench", "--batch", "1", "--warmup", "0.1", "--duration", "0.2",
                                  "--precision", "fp32", "--json", str(out)])

@@ -79,7 +79,7 @@ def test_dla_support_follows_nvidias_release_notes():
 
 
 def test_nvidia_smi_and_jetson_text_parsed():
-    from ecg_edge.gpu import JETPACK_OF_L4T, parse_nvidia_smi, parse_nvpmodel, parse_tegra_release
+    from ecg_edge.host import JETPACK_OF_L4T, parse_nvidia_smi, parse_nvpmodel, parse_tegra_release
 
     facts = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 9.0, 81559, 580.65.06\nNVIDIA H200, 9.0, 143771, 580.65.06\n",
                              "| NVIDIA-SMI 580.65.06   Driver Version: 580.65.06   CUDA Version: 13.0     |")
@@ -301,11 +301,11 @@ def test_tensorrt_backend_and_ep_each_precision(request, tmp_path):
 
     from ecg_edge.backends import backend_present, open_backend
     from ecg_edge.backends.base import infer_all
-    from ecg_edge.bench import bench_backend
     from ecg_edge.export.pipeline import ExportOptions, add_engines
     from ecg_edge.export.tensorrt_engine import timing_cache_name
     from ecg_edge.spec import REFERENCE_THRESHOLDS, called
     from ecg_edge.synthetic import synthesize
+    from ecg_edge.timing import bench_backend
 
     manifest = add_engines(out, ExportOptions(precisions=("fp32", "fp16", "int8"), engine=True, max_batch=64,
                                               min_exam_agreement=RANDOM_WEIGHT_GATES | {"int8": 0.6}))

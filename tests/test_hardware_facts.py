@@ -11,21 +11,14 @@ from click.testing import Result
 from test_infer import run_cli
 
 from ecg_edge.backends.openvino import kernel_isa
-from ecg_edge.doctor import bf16_in_export, cpu_isa
+from ecg_edge.doctor import bf16_in_export
 from ecg_edge.errors import MachineError
+from ecg_edge.host import cpu_isa
 
 ov = pytest.importorskip("openvino", reason='OpenVINO is not installed (pip install "ecg-edge[openvino]")')
 
 OFFERS = ["BF16", "WINOGRAD", "FP32", "FP16", "INT8", "BIN", "EXPORT_IMPORT"]  # an AVX512-BF16/AMX Xeon
 LACKS = ["WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT"]  # an AVX2-only CPU
-
-
-@pytest.fixture(params=["offers", "lacks"])
-def bf16_cpu(request, monkeypatch) -> str:
-    """This CPU as OpenVINO would describe one that offers BF16, or one that lacks it."""
-    capabilities = OFFERS if request.param == "offers" else LACKS
-    monkeypatch.setattr("ecg_edge.backends.openvino.cpu_capabilities", lambda: list(capabilities))
-    return request.param
 
 
 @pytest.fixture
@@ -154,18 +147,6 @@ def test_named_bf16_on_a_cpu_without_it_is_exit_3_before_any_work(random_model, 
     assert r.exit_code == 3, r.output
     assert "neither AVX512-BF16 nor AMX" in r.output and "Traceback" not in r.output
     assert not out.exists()
-
-
-@pytest.mark.slow
-def test_bench_without_an_export_exits_0_whatever_the_cpu_offers(bf16_cpu, home, tmp_path):
-    pytest.importorskip("keras")
-    out = tmp_path / "b.json"
-    r = run_cli("bench", "--batch", "1", "--warmup", "0", "--duration", "0.1", "--json", str(out))
-    assert r.exit_code == 0, r.output
-    rows = {(row["backend"], row["precision"]) for row in json.loads(out.read_text())["results"]}
-    assert ("ort-cpu", "fp32") in rows
-    if bf16_cpu == "lacks":
-        assert not any(precision == "bf16" for _, precision in rows)
 
 
 def test_doctor_says_offered_apart_from_passed(six_export, offers_bf16, home):

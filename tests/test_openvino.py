@@ -118,7 +118,7 @@ def test_cli_says_which_runtime_auto_took_and_why(tmp_path, home):
 
 
 def test_doctor_reports_isa_runtimes_and_auto(tmp_path, home):
-    from ecg_edge.doctor import cpu_isa
+    from ecg_edge.host import cpu_isa
 
     assert cpu_isa("flags\t\t: fpu avx2 avx512f avx512_vnni\n") == ["AVX2", "AVX-512", "AVX512-VNNI"]
     assert cpu_isa("Features\t: fp asimd sve bf16\n") == ["NEON", "SVE", "BF16 (Arm)"]

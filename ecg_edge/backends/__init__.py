@@ -119,7 +119,7 @@ def open_backend(
             if len(cpu) > 1:
                 from ecg_edge.backends.choice import fastest_cpu_runtime
 
-                backend, choice = fastest_cpu_runtime(export_dir, manifest, precision, cpu, threads)
+                backend, choice = fastest_cpu_runtime(export_dir, manifest, precision, cpu, threads, _construct)
     elif backend not in BACKENDS:
         raise InputError(None, f"unknown backend {backend!r}: choose from auto, {', '.join(BACKENDS)}")
     else:
