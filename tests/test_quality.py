@@ -63,7 +63,7 @@ FAULTS = {
     "baseline_wander": lambda x, fs: x + 2.0 * np.sin(2 * np.pi * 0.3 * _t(x, fs)),
     "noise": lambda x, fs: x + 0.1 * np.sin(2 * np.pi * 50 * _t(x, fs)),  # mains hum
     "limb_lead_reversal": lambda x, fs: _swap_arms(x),
-    "padded": lambda x, fs: x[: int(7 * fs)],  # 7 s of a 10 s recording
+    "padded": lambda x, fs: x[: int(5 * fs)],  # 5 s of a 10 s recording
 }
 
 
@@ -108,7 +108,8 @@ def test_microvolts_read_as_millivolts_and_a_dead_recording():
 
     x = synthesize(1, seed=3)[0][0]
     assert [f.name for f in assess(x, x)] == []
-    assert "amplitude_implausible" in [f.name for f in assess(x * 1000, x * 1000)]
+    # wrong units: that one flag, not also wander and noise (their mV thresholds mean nothing then)
+    assert [f.name for f in assess(x * 1000, x * 1000)] == ["amplitude_implausible"]
     dead = np.zeros_like(x)
     flags = assess(dead, dead)
     assert [f.name for f in flags] == ["flat_lead"] and flags[0].leads == list(LEADS)
@@ -124,21 +125,46 @@ def test_a_held_value_at_the_end_is_not_clipping():
     assert "clipped" in [f.name for f in assess(x, x)]
 
 
-def test_padded_says_by_how_much_and_a_10_s_record_is_not_padded():
+def _wander_flag(x: np.ndarray):
+    return next((f for f in assess(x, x) if f.name == "baseline_wander"), None)
+
+
+def test_baseline_wander_is_fast_wander_or_a_jump_not_slow_drift_nor_a_cut_wave_at_the_edge():
+    from ecg_edge.synthetic import synthesize
+
+    x = synthesize(1, seed=4)[0][0][48:4048].astype(np.float64)
+    t = _t(x, 400.0)
+    assert _wander_flag(x) is None
+    drift = x + np.linspace(0.0, 5.0, len(x))[:, None]  # an electrode settling: 5 mV over 10 s, waves intact
+    assert _wander_flag(drift) is None
+    assert _wander_flag(x + 1.8 * np.sin(2 * np.pi * 0.2 * t)) is not None  # breathing: 3.6 mV within 2.5 s
+    jump = x.copy()
+    jump[2000:, LEADS.index("V4")] += 4.0  # an electrode jumps by 4 mV and stays there
+    flag = _wander_flag(jump)
+    assert flag is not None and flag.leads == ["V4"] and flag.value == pytest.approx(4.0, abs=0.3)
+    cut = x.copy()
+    cut[:20, LEADS.index("V2")] -= 4.0  # the recording starts inside a -4 mV wave: only the edge is low
+    assert _wander_flag(cut) is None
+    cut[1990:2010, LEADS.index("V2")] -= 4.0  # the same deflection inside the recording is a QRS, not wander
+    assert _wander_flag(cut) is None
+
+
+def test_padded_says_by_how_much_and_7_to_10_s_records_are_not_padded():
     from ecg_edge.synthetic import synthesize
 
     x = synthesize(1, seed=2)[0][0]
     assert assess(x[:4000], x[:4000], pad_samples=96) == []  # 10 s: as the network's training exams were
-    flags = assess(x[:2800], x[:2800], pad_samples=1296)
-    assert [(f.name, f.value) for f in flags] == [("padded", 1296 / 400)] and "1296" in flags[0].detail
+    assert assess(x[:2800], x[:2800], pad_samples=1296) == []  # 7 s: so were CODE's shorter exams
+    flags = assess(x[:2000], x[:2000], pad_samples=2096)
+    assert [(f.name, f.value) for f in flags] == [("padded", 2096 / 400)] and "2096" in flags[0].detail
 
 
 def test_hdf5_exams_get_flags_and_provenance_from_their_zero_padding(tmp_path):
     from ecg_edge.synthetic import synthesize
 
     x, _ = synthesize(3, seed=7)
-    x[1, :748] = 0
-    x[1, -548:] = 0  # 7 s stored in the middle, CODE-style
+    x[1, :1148] = 0
+    x[1, -948:] = 0  # 5 s stored in the middle, CODE-style
     x[2, :, LEADS.index("V2")] = 0  # a lead that is not there
     h5 = write_code_hdf5(tmp_path / "e.h5", x, exam_ids=[10, 11, 12])
     export = tiny_export(tmp_path / "tiny")
@@ -148,8 +174,8 @@ def test_hdf5_exams_get_flags_and_provenance_from_their_zero_padding(tmp_path):
     assert [[q["flag"] for q in e["quality"]] for e in exams] == [[], ["padded"], ["flat_lead"]]
     assert exams[2]["quality"][0]["leads"] == ["V2"]
     prov = exams[1]["provenance"]
-    assert prov["format"] == "hdf5" and prov["padded_before"] == 748 and prov["padded_after"] == 548
-    assert prov["duration_s"] == pytest.approx((4096 - 748 - 548) / 400)
+    assert prov["format"] == "hdf5" and prov["padded_before"] == 1148 and prov["padded_after"] == 948
+    assert prov["duration_s"] == pytest.approx((4096 - 1148 - 948) / 400)
 
 
 @needs_shared
