@@ -97,12 +97,15 @@ def synth(
 def demo(
     n: Annotated[int, typer.Option("--n", min=100, help="Synthetic training ECGs.")] = 1000,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the six-class model.")] = 3,
-    records: Annotated[list[Path] | None, typer.Option(help="Real recordings (WFDB/HDF5) to validate and infer on.",
+    records: Annotated[list[Path] | None, typer.Option(
+        help="Real recordings: the labelled ones (a folder's labels.csv keyed by record, else WFDB '# Dx:' headers; "
+             "40 or more) are fine-tuned on, a share held out and scored; all validate the export and are inferred on.",
         readable=False)]
     = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Whole pipeline on synthetic data: synth -> train -> fine-tune -> evaluate -> export -> infer -> bench."""
+    """Whole pipeline: synthetic data -> train -> fine-tune (on labelled real recordings where given) ->
+    evaluate -> export -> infer -> bench."""
     from ecg_edge.cli.workflows import run_demo
 
     run_demo(n, epochs, [r for r in records or [] if r.exists()], seed, console)
@@ -111,6 +114,21 @@ def demo(
 TRAINING_DATA_HELP = ("CODE-layout HDF5 file(s), or recordings in any readable format and folders with a labels "
                       "CSV keyed by record (a `record` column: paths relative to the CSV, FILE.h5#i for HDF5 "
                       "exams); the labels CSV last.")
+
+
+SplitOption = Annotated[str, typer.Option(help="Validation exams: tail (the last share, as the reference) or "
+                                               "record (by a hash of each record: never on both sides).")]
+AugmentOption = Annotated[bool, typer.Option("--augment/--no-augment", help="Scale, shift, crop, baseline "
+                                             "wander, noise and a dropped lead in training batches.")]
+BalanceOption = Annotated[bool, typer.Option("--balance/--no-balance", help="Weigh exams of rare classes up.")]
+
+
+def _split_name(split: str) -> str:
+    from ecg_edge.training.data import SPLITS
+
+    if split not in SPLITS:
+        raise InputError(None, f"--split {split!r}: {' or '.join(SPLITS)}")
+    return split
 
 
 def _check_data(data: list[Path], labels: Path) -> None:
@@ -130,8 +148,11 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's model.keras).",
         readable=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    validation_fraction: Annotated[float, typer.Option(help="Last share of exams held out.")] = 0.02,
+    validation_fraction: Annotated[float, typer.Option(help="Share of exams held out for validation.")] = 0.02,
     strategy: Annotated[str, typer.Option(help="none, mirrored (all GPUs here) or multiworker (TF_CONFIG).")] = "none",
+    split: SplitOption = "tail",
+    augment: AugmentOption = False,
+    balance: BalanceOption = False,
 ) -> None:
     """Train the Ribeiro network on labelled recordings (the original recipe); resumes if interrupted."""
     from ecg_edge.cli.workflows import epoch_printer
@@ -146,7 +167,8 @@ def train(
     out = out or home_model_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
-                           validation_fraction=validation_fraction, strategy=strategy)
+                           validation_fraction=validation_fraction, strategy=strategy, split=_split_name(split),
+                           augment=augment, balance=balance)
     with training_inputs(inputs, labels, out.parent, task) as (h5s, labels):
         path, info = train_model(h5s, labels, out, options, epoch_end=epoch_printer(epochs, console))
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
@@ -168,8 +190,14 @@ def finetune(
     out: Annotated[Path | None, typer.Option(help="Model file (default: the model home's transfer.keras).",
         readable=False)] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    validation_fraction: Annotated[float, typer.Option(help="Share of exams held out for validation (and the "
+                                                            "thresholds).")] = 0.2,
+    split: SplitOption = "record",
+    augment: AugmentOption = True,
+    balance: BalanceOption = True,
 ) -> None:
-    """Fine-tune the transfer model on top of a trained six-class model."""
+    """Fine-tune the transfer model on top of a trained six-class model (defaults suit a few hundred
+    real recordings: validation by record, augmentation, rare classes lifted)."""
     from ecg_edge.cli.workflows import epoch_printer
     from ecg_edge.home import model_home
     from ecg_edge.training.labels import training_inputs
@@ -181,7 +209,9 @@ def finetune(
     _check_data([base, *inputs], labels)
     out = out or model_home() / "transfer.keras"
     out.parent.mkdir(parents=True, exist_ok=True)
-    options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed)
+    options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
+                           validation_fraction=validation_fraction, split=_split_name(split), augment=augment,
+                           balance=balance)
     with training_inputs(inputs, labels, out.parent, task) as (h5s, labels):
         path, info = finetune_model(base, h5s, labels, out, options, freeze=freeze, cut=cut,
                                     unfreeze_epochs=unfreeze_epochs, epoch_end=epoch_printer(epochs, console))

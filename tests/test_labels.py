@@ -142,3 +142,53 @@ def test_real_records_with_their_labels(tmp_path, home):
     labels = read_labels_csv(csv_path)
     assert len(labels) == 84 and labels["cinc2021/E00271"].tolist() == [0, 1, 0, 0, 0, 0]  # RBBB in its Dx
     assert labels["ludb/1"][CLASSES.index("SB")] == 1
+
+
+def test_a_folder_gives_the_files_its_labels_name(labelled, tmp_path_factory):
+    """A folder may hold other files (published outputs, notes): the CSV says what is in the set.
+    A file named on the command line must be labelled."""
+    from ecg_edge.training.labels import labelled_hdf5
+
+    np.save(labelled / "outputs.npy", np.zeros((5, 6)))  # not a recording: no rate, no leads
+    out = tmp_path_factory.mktemp("work")
+    h5, _ = labelled_hdf5([labelled], labelled / "labels.csv", out)
+    import h5py
+
+    with h5py.File(h5) as f:
+        assert len(f["exam_id"]) == 5
+    _wfdb(labelled, "extra", 3)
+    with pytest.raises(InputError, match="no labels for 1 recordings read"):
+        labelled_hdf5([labelled / "wfdb", labelled / "exams.h5", labelled / "extra.hea"], labelled / "labels.csv",
+                      tmp_path_factory.mktemp("work"))
+
+
+def test_split_by_record_and_labels_from_headers(labelled, tmp_path_factory):
+    import h5py
+
+    from ecg_edge.training.data import read_labels_csv
+    from ecg_edge.training.labels import labelled_hdf5, labelled_recordings, labels_from_headers, split_by_record
+
+    out = tmp_path_factory.mktemp("work")
+    h5, csv_path = labelled_hdf5([labelled], labelled / "labels.csv", out)
+    (fit_h5, fit_csv), (test_h5, test_csv) = split_by_record(h5, csv_path, 0.4, out)
+    fit, test = read_labels_csv(fit_csv), read_labels_csv(test_csv)
+    assert len(test) == 2 and len(fit) == 3 and not set(fit) & set(test)
+    with h5py.File(h5) as whole, h5py.File(test_h5) as part:
+        key = part["exam_id"][0].decode()
+        row = [k.decode() for k in whole["exam_id"][:]].index(key)
+        np.testing.assert_array_equal(part["tracings"][0], whole["tracings"][row])
+    assert split_by_record(h5, csv_path, 0.4, out)[1][0] == test_h5  # the same records every time
+    # WFDB '# Dx:' headers label a folder that has no labels.csv
+    import wfdb
+
+    folder = tmp_path_factory.mktemp("dx")
+    signal = np.random.default_rng(0).normal(0, 0.3, (5000, 12))
+    leads = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    for name, dx in (("af", "164889003"), ("plain", None)):
+        wfdb.wrsamp(name, fs=500, units=["mV"] * 12, sig_name=leads, p_signal=signal, fmt=["16"] * 12,
+                    write_dir=str(folder), comments=[f"Dx: {dx}"] if dx else [])
+    work = tmp_path_factory.mktemp("work")
+    files, header_csv = labels_from_headers([folder], work)
+    assert [f.name for f in files] == ["af.hea"]  # the one without a Dx line is left out
+    h5_dx, csv_dx = labelled_recordings([folder], work)
+    assert read_labels_csv(csv_dx)[next(iter(read_labels_csv(csv_dx)))].tolist() == [0, 0, 0, 0, 1, 0]

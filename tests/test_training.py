@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+from ecg_edge.errors import InputError  # noqa: E402
 from ecg_edge.synthetic import write_synthetic_set  # noqa: E402
 from ecg_edge.training.evaluate import evaluate, write_report  # noqa: E402
 from ecg_edge.training.train import TrainOptions, finetune_model, train_model  # noqa: E402
@@ -150,3 +151,20 @@ def test_finetune_command_on_a_model_saved_by_another_process(trained, tmp_path,
     assert tuned.output_shape[-1] == (1 if task == "binary" else 6)
     names = [layer.name for layer in tuned.layers]
     assert len(names) == len(set(names)) and "transfer_out" in names
+
+
+def test_retrain_keeps_the_classifier_and_trains_every_layer(trained, tmp_path):
+    from ecg_edge.training.train import retrain_model
+
+    _, base_path, _ = trained
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 32, seed=8)
+    out, info = retrain_model(base_path, [h5], labels, tmp_path / "r.keras",
+                              TrainOptions(epochs=1, batch_size=16, learning_rate=1e-4, validation_fraction=0.25,
+                                           split="record", augment=True, balance=True))
+    base, tuned = keras.saving.load_model(base_path), keras.saving.load_model(out)
+    assert [layer.name for layer in tuned.layers] == [layer.name for layer in base.layers]  # no new head
+    moved = [not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(base.layers[1].weights,
+                                                                    tuned.layers[1].weights, strict=True)]
+    assert any(moved) and info["kind"] == "ribeiro"  # the first conv trained too
+    with pytest.raises(InputError, match="binary task"):
+        retrain_model(base_path, [h5], labels, tmp_path / "b.keras", TrainOptions(task="binary", epochs=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 from ecg_edge.errors import InputError
 from ecg_edge.readers import hdf5_exam_count
 from ecg_edge.spec import CLASSES, NORMAL_COLUMN
+from ecg_edge.training.augment import Augment, sample_weights
 
 
 def read_label_matrix(path: str | Path, task: str = "six") -> tuple[list[str] | None, np.ndarray]:
@@ -71,9 +73,14 @@ class HDF5Sequence(keras.utils.PyDataset):
 
     def __init__(
         self, files: Sequence[str | Path], labels: dict[str, np.ndarray], index: list[tuple[int, int]],
-        batch_size: int = 64, shuffle: bool = False, seed: int = 0, chunk: int = 8, **kwargs,
+        batch_size: int = 64, shuffle: bool = False, seed: int = 0, chunk: int = 8,
+        augment: Augment | None = None, weights: dict[str, float] | None = None, **kwargs,
     ):
+        """`augment` changes each batch as it is read (training only); `weights` (exam id -> weight)
+        makes batches (x, y, sample weight)."""
         super().__init__(**kwargs)
+        self.augment = augment
+        self.weights = weights
         self.files = [Path(p) for p in files]
         self.labels = labels
         self.index = index
@@ -95,17 +102,20 @@ class HDF5Sequence(keras.utils.PyDataset):
             self._handles[file_no] = h5py.File(self.files[file_no], "r")
         return self._handles[file_no]["tracings"]
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
         rows = self._order[i * self.batch_size:(i + 1) * self.batch_size]
         x = np.empty((len(rows), *self._tracings(rows[0][0]).shape[1:]), dtype=np.float32)
-        y = []
         # Read each file's rows in ascending order (h5py requires it), then put them back in place.
         for file_no in sorted({f for f, _ in rows}):
             positions = [k for k, (f, _) in enumerate(rows) if f == file_no]
             order = sorted(positions, key=lambda k: rows[k][1])
             x[order] = self._tracings(file_no)[[rows[k][1] for k in order]]
-        for file_no, row in rows:
-            y.append(self.labels[self._ids[file_no][row]])
+        ids = [self._ids[file_no][row] for file_no, row in rows]
+        y = [self.labels[exam_id] for exam_id in ids]
+        if self.augment is not None:
+            x = self.augment(x, self._rng)
+        if self.weights is not None:
+            return x, np.stack(y), np.array([self.weights[exam_id] for exam_id in ids], np.float32)
         return x, np.stack(y)
 
     def on_epoch_end(self) -> None:
@@ -121,20 +131,43 @@ class HDF5Sequence(keras.utils.PyDataset):
         self._handles.clear()
 
 
+SPLITS = ("tail", "record")
+
+
 def train_validation_sequences(
     files: Sequence[str | Path], labels_csv: str | Path, task: str = "six", batch_size: int = 64,
-    validation_fraction: float = 0.02, seed: int = 0,
+    validation_fraction: float = 0.02, seed: int = 0, split: str = "tail", augment: Augment | None = None,
+    balance: bool = False,
 ) -> tuple[HDF5Sequence, HDF5Sequence]:
-    """Split exams into training and validation (the last `validation_fraction`, as the reference
-    does), keeping only exams that have labels."""
+    """Split exams into training and validation, keeping only exams that have labels. `split`: 'tail'
+    holds out the last `validation_fraction` (as the reference does on CODE); 'record' holds out
+    exams by a hash of their id (a record key for sets labelled by record: one recording never on
+    both sides, and the same split whatever the order of the files). `augment` and `balance`
+    (sample weights that lift rare classes) apply to the training side only."""
+    if split not in SPLITS:
+        raise InputError(None, f"unknown split {split!r}: {' or '.join(SPLITS)}")
     labels = read_labels_csv(labels_csv, task)
     index: list[tuple[int, int]] = []
+    exam_of: dict[tuple[int, int], str] = {}
     for file_no, path in enumerate(map(Path, files)):
         ids = _exam_ids(path, hdf5_exam_count(path))
-        index.extend((file_no, row) for row, exam_id in enumerate(ids) if exam_id in labels)
+        for row, exam_id in enumerate(ids):
+            if exam_id in labels:
+                index.append((file_no, row))
+                exam_of[(file_no, row)] = exam_id
     if len(index) < 2:
         raise InputError(labels_csv, "fewer than 2 exams have both a tracing and labels")
     n_val = max(1, int(round(len(index) * validation_fraction)))
-    train = HDF5Sequence(files, labels, index[:-n_val], batch_size, shuffle=True, seed=seed)
-    val = HDF5Sequence(files, labels, index[-n_val:], batch_size, shuffle=False)
+    if split == "record":
+        held = set(sorted(index, key=lambda pair: hashlib.sha256(exam_of[pair].encode()).hexdigest())[:n_val])
+        train_index, val_index = [p for p in index if p not in held], [p for p in index if p in held]
+    else:
+        train_index, val_index = index[:-n_val], index[-n_val:]
+    weights = None
+    if balance:
+        train_ids = [exam_of[p] for p in train_index]
+        weights = dict(zip(train_ids, sample_weights(np.stack([labels[i] for i in train_ids])).tolist(), strict=True))
+    train = HDF5Sequence(files, labels, train_index, batch_size, shuffle=True, seed=seed, augment=augment,
+                         weights=weights)
+    val = HDF5Sequence(files, labels, val_index, batch_size, shuffle=False)
     return train, val

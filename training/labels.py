@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -112,32 +113,55 @@ def match_records(
     return keys
 
 
+def labelled_files(inputs: Sequence[str | Path], labels: dict[str, np.ndarray], base: Path) -> list[Path]:
+    """The files to read: each one named, and those of a named folder that the labels name (a folder
+    may hold other files, e.g. published outputs beside the recordings: the CSV says what is in the set)."""
+    from ecg_edge.readers import expand_inputs
+
+    hdf5_files = {key.rpartition("#")[0] for key in labels if "#" in key}
+    found: list[Path] = []
+    for path in map(Path, inputs):
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for file in expand_inputs([path]):
+            relative = Path(os.path.relpath(file.absolute(), base.absolute())).as_posix()
+            if relative in hdf5_files or any(k in labels for k in record_keys(file, "", base)):
+                found.append(file)
+    return found
+
+
 def labelled_hdf5(
     inputs: Sequence[str | Path], labels_csv: str | Path, folder: Path, task: str = "six",
 ) -> tuple[Path, Path]:
     """Recordings in any readable format and a labels CSV keyed by record -> a CODE-layout HDF5 file
     (exam ids = record keys) and a labels CSV with an `exam_id` column, in `folder`: what training
-    streams from. Converted batch by batch; memory stays bounded."""
+    streams from. The CSV has the six classes and `normal_ecg` where the source has them (`task`
+    says which must be there). Converted batch by batch; memory stays bounded."""
     import h5py
 
     from ecg_edge.convert import convert_to_hdf5
 
-    labels = read_record_labels(labels_csv, task)
+    labels = {task: read_record_labels(labels_csv, task)}
+    other = "binary" if task == "six" else "six"
+    with contextlib.suppress(InputError):  # the other task's columns: written where present and sound
+        labels[other] = read_record_labels(labels_csv, other)
     h5 = folder / "labelled.h5"
-    convert_to_hdf5(inputs, h5)
+    convert_to_hdf5(labelled_files(inputs, labels[task], Path(labels_csv).parent), h5)
     with h5py.File(h5, "r+") as f:
         sources = [s.decode() if isinstance(s, bytes) else str(s) for s in f["source"][:]]
         ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["exam_id"][:]]
-        keys = match_records(sources, ids, labels, labels_csv)
+        keys = match_records(sources, ids, labels[task], labels_csv)
         f["exam_id"][:] = keys
     out_csv = folder / "labelled.csv"
-    columns = list(CLASSES) if task == "six" else [NORMAL_COLUMN]
     with open(out_csv, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["exam_id", *columns])
+        writer.writerow(["exam_id", *(CLASSES if "six" in labels else ()),
+                         *((NORMAL_COLUMN,) if "binary" in labels else ())])
         for key in keys:
-            values = labels[key] if task == "six" else 1.0 - labels[key]  # the binary task reads normal_ecg
-            writer.writerow([key, *(int(v) for v in values)])
+            six = [int(v) for v in labels["six"][key]] if "six" in labels else []
+            normal = [int(1 - labels["binary"][key][0])] if "binary" in labels else []  # abnormal -> normal
+            writer.writerow([key, *six, *normal])
     return h5, out_csv
 
 
@@ -154,3 +178,74 @@ def training_inputs(
     with tempfile.TemporaryDirectory(prefix=".labelled-", dir=near) as tmp:
         h5, csv_path = labelled_hdf5(inputs, labels_csv, Path(tmp), task)
         yield [h5], csv_path
+
+
+def split_by_record(
+    h5: Path, labels_csv: Path, held_out: float, folder: Path, seed: str = "held-out",
+) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+    """A labelled CODE-layout set split by a hash of each exam id (a record key) into a part to
+    train on and a part held out, each its own HDF5 file and labels CSV: ((train h5, csv), (held-out
+    h5, csv)). The same records fall on the same side on every machine."""
+    import h5py
+
+    with open(labels_csv, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = {row[0]: row for row in reader}
+    with h5py.File(h5, "r") as f:
+        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["exam_id"][:]]
+    ranked = sorted(ids, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    test = set(ranked[: int(round(len(ids) * held_out))])
+    parts = []
+    for name, keep in (("train", [i for i, k in enumerate(ids) if k not in test]),
+                       ("held-out", [i for i, k in enumerate(ids) if k in test])):
+        out_h5, out_csv = folder / f"{h5.stem}-{name}.h5", folder / f"{h5.stem}-{name}.csv"
+        with h5py.File(h5, "r") as src, h5py.File(out_h5, "w") as dst:
+            tracings = dst.create_dataset("tracings", shape=(len(keep), *src["tracings"].shape[1:]), dtype="float32")
+            for start in range(0, len(keep), 256):  # in blocks: memory stays bounded
+                tracings[start:start + 256] = src["tracings"][keep[start:start + 256]]
+            dst.create_dataset("exam_id", data=[ids[i] for i in keep], dtype=h5py.string_dtype())
+        with open(out_csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows[ids[i]] for i in keep)
+        parts.append((out_h5, out_csv))
+    return parts[0], parts[1]
+
+
+def labels_from_headers(inputs: Sequence[Path], folder: Path) -> tuple[list[Path], Path] | None:
+    """A labels CSV keyed by record, in `folder`, from the WFDB `# Dx:` headers among `inputs`
+    (recordings without one are left out): (the labelled recordings, the CSV), or None if none has one."""
+    from ecg_edge.readers import expand_inputs, format_of
+    from ecg_edge.readers.wfdb import read_wfdb_labels
+
+    rows, labelled = [], []
+    for path in expand_inputs(inputs):
+        if format_of(path) != "wfdb":
+            continue
+        _, found = read_wfdb_labels(path)
+        if found:
+            key = record_keys(path, "", folder)[0]
+            rows.append([key, *(found[c] for c in CLASSES)])
+            labelled.append(path)
+    if not rows:
+        return None
+    out = folder / "labels-from-headers.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([RECORD_COLUMN, *CLASSES])
+        writer.writerows(rows)
+    return labelled, out
+
+
+def labelled_recordings(inputs: Sequence[Path], folder: Path, task: str = "six") -> tuple[Path, Path] | None:
+    """The labelled recordings among `inputs` as a CODE-layout HDF5 file and labels CSV in `folder`:
+    a folder's own `labels.csv` keyed by record where there is one (the first such folder), else
+    the WFDB `# Dx:` headers; None where nothing is labelled."""
+    for path in inputs:
+        if path.is_dir() and keyed_by_record(path / "labels.csv"):
+            return labelled_hdf5([path], path / "labels.csv", folder, task)
+    from_headers = labels_from_headers(inputs, folder)
+    if from_headers is None:
+        return None
+    return labelled_hdf5(from_headers[0], from_headers[1], folder, task)

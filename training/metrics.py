@@ -69,8 +69,10 @@ def max_f1_threshold(y: np.ndarray, score: np.ndarray) -> float:
     """The threshold that maximises F1 when findings are called strictly above it (`spec.called`);
     choose it on validation data, never on the test set. One sort: O(n log n).
 
-    Calling the exams scored >= s_k positive (s_k a distinct score, descending) is the threshold
-    s_(k+1), the next lower score, under the strict rule (just below the lowest score for all)."""
+    Calling the exams scored >= s_k positive (s_k a distinct score, descending) is any threshold in
+    [s_(k+1), s_k) under the strict rule; the midpoint is taken, so that no validation exam sits on the
+    threshold, where the last bit of a float (FP16, INT8, another runtime) would flip its finding.
+    Just below the lowest score when all are called."""
     y = np.asarray(y).astype(bool)
     score = np.asarray(score, dtype=np.float64)
     if not y.any() or score.size == 0:
@@ -82,7 +84,7 @@ def max_f1_threshold(y: np.ndarray, score: np.ndarray) -> float:
     f1 = 2 * tp / (called_n + y.sum())  # 2TP / (2TP + FP + FN)
     k = int(np.argmax(f1))
     values = s[last]
-    return float(values[k + 1]) if k + 1 < values.size else float(np.nextafter(values[k], -np.inf))
+    return float((values[k] + values[k + 1]) / 2) if k + 1 < values.size else float(np.nextafter(values[k], -np.inf))
 
 
 def bootstrap_ci(

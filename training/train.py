@@ -14,6 +14,7 @@ import numpy as np
 from ecg_edge.errors import InputError
 from ecg_edge.model_info import write_model_info
 from ecg_edge.spec import class_names
+from ecg_edge.training.augment import Augment
 from ecg_edge.training.data import HDF5Sequence, train_validation_sequences
 from ecg_edge.training.metrics import max_f1_threshold
 from ecg_edge.training.models import (
@@ -36,6 +37,9 @@ class TrainOptions:
     strategy: str = "none"  # "none", "mirrored" (GPUs of one machine) or "multiworker" (TF_CONFIG)
     early_stopping_patience: int = 9
     lr_patience: int = 7
+    split: str = "tail"  # 'record': validation exams by a hash of their id (see train_validation_sequences)
+    augment: bool = False  # training batches changed as training/augment.py says
+    balance: bool = False  # sample weights that lift rare classes
 
 
 def _strategy(name: str) -> Any:
@@ -81,7 +85,7 @@ def predict_sequence(model: Any, seq: HDF5Sequence) -> tuple[np.ndarray, np.ndar
     """(labels, probabilities) over a sequence, in its order."""
     ys, ps = [], []
     for i in range(len(seq)):
-        x, y = seq[i]
+        x, y = seq[i][:2]
         ys.append(y)
         ps.append(np.asarray(model(x, training=False)))
     return np.concatenate(ys), np.concatenate(ps)
@@ -99,7 +103,9 @@ def _fit(
 ) -> tuple[Path, dict[str, Any]]:
     keras.utils.set_random_seed(options.seed)
     train, val = train_validation_sequences(data, labels_csv, options.task, options.batch_size,
-                                            options.validation_fraction, options.seed)
+                                            options.validation_fraction, options.seed, split=options.split,
+                                            augment=Augment() if options.augment else None,
+                                            balance=options.balance)
     out = Path(out)
     work_dir = out.with_suffix(".training")
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +176,24 @@ def train_model(
 
     return _fit(compiled, data, labels_csv, Path(out), options, "ribeiro" if options.task == "six" else "binary",
                 epoch_end)
+
+
+def retrain_model(
+    base: str | Path, data: Sequence[str | Path], labels_csv: str | Path, out: str | Path,
+    options: TrainOptions | None = None, epoch_end: Callable[[int, dict], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """The six-class model trained further, every layer, from `base` (e.g. from synthetic ECGs to real
+    ones, at a lower learning rate): it keeps the classifier it learned, where the transfer model
+    starts three new layers from scratch."""
+    options = options or TrainOptions(learning_rate=1e-4)
+    _, base_model, base_info = load_keras_model(base)
+    if base_info["task"] != options.task:
+        raise InputError(base, f"a {base_info['task']} model cannot be trained further for the {options.task} task")
+
+    def compiled() -> Any:
+        return compile_for_training(base_model, options.learning_rate)
+
+    return _fit(compiled, data, labels_csv, Path(out), options, base_info.get("kind", "ribeiro"), epoch_end)
 
 
 def finetune_model(
