@@ -25,8 +25,8 @@ def epoch_printer(total: int, console: Console) -> Callable[[int, dict], None]:
 # Real recordings the demo fine-tunes on only from this many labelled ones; a share is held out to score on.
 MIN_REAL_TO_FINETUNE = 40
 REAL_HELD_OUT = 0.3
-REAL_EPOCHS = 12
-REAL_TRANSFER_EPOCHS = 5
+REAL_EPOCHS = 10
+REAL_TRANSFER_EPOCHS = 4
 
 
 def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Console) -> None:

@@ -38,7 +38,7 @@ def convert_to_hdf5(
 
     out = Path(out)
     check_hdf5_output(out)
-    options = replace(options or ReadOptions(), assess=False)  # the file keeps the signal, not its flags
+    options = replace(options or ReadOptions(), assess=False, measure="off")  # the signal, not its flags or rate
     paths = expand_inputs(inputs)
     n = 0
     text = h5py.string_dtype()

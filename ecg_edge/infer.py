@@ -22,12 +22,19 @@ import numpy as np
 from ecg_edge.atomic_files import atomic_write, check_target
 from ecg_edge.backends.base import Backend
 from ecg_edge.errors import InputError
+from ecg_edge.measure import COLUMNS as MEASUREMENT_COLUMNS
+from ecg_edge.measure import NOT_MEASURED, Measurements, measure
+from ecg_edge.measure import method as measurement_method
 from ecg_edge.preprocess import check_finite, prepare
 from ecg_edge.quality import assess, unpadded_span
 from ecg_edge.readers import expand_inputs, format_of, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
 from ecg_edge.spec import DISCLAIMER, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS, called, describe_finding
 
 QUEUE_BATCHES = 3
+# ReadOptions.measure: nothing, the heart rate (~6 ms an exam on a 2-core VM, where INT8 inference takes
+# ~14), also PR and QT (~15 ms in all), or "auto": intervals where sheets are drawn (a sheet takes ~120 ms),
+# the rate alone otherwise (benchmarks/results/rate-rule-2026-11-28.md).
+MEASURE_LEVELS = ("off", "rate", "intervals", "auto")
 
 
 @dataclass
@@ -38,7 +45,12 @@ class ReadOptions:
     keep_going: bool = False
     assess: bool = True  # quality flags and provenance per exam
     keep_traces: bool = False  # each exam's 12 leads as read (mV, own rate), for sheets
+    measure: str = "auto"  # one of MEASURE_LEVELS (ecg_edge.measure)
     shard: tuple[int, int] | None = None  # (i, n): only the exams of the i-th of n parts (0 <= i < n)
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURE_LEVELS:
+            raise ValueError(f"measure={self.measure!r}: expected one of {', '.join(MEASURE_LEVELS)}")
 
     def in_shard(self, key: str) -> bool:
         return self.shard is None or shard_of(key, self.shard[1]) == self.shard[0]
@@ -61,7 +73,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 @dataclass
 class Exam:
     """What is known of one exam besides its model input: where it came from, what was done to it,
-    how good the signal is, and (when asked for) its 12 leads as read, for a sheet."""
+    how good the signal is, its heart rate and intervals, and (when asked for) its 12 leads as read, for a sheet."""
 
     id: str
     source: str
@@ -70,6 +82,7 @@ class Exam:
     provenance: dict[str, Any] = field(default_factory=dict)
     trace: np.ndarray | None = None
     fs: float = SAMPLING_RATE_HZ
+    measurements: Measurements = NOT_MEASURED
 
 
 class _Exams:
@@ -129,10 +142,11 @@ class Batch(_Exams):
 def _hdf5_exam(exam_id: str, path: Path, x: np.ndarray, options: ReadOptions) -> Exam:
     """A CODE-layout exam: stored at 400 Hz in the model's lead order, zero-padded to 4096 samples."""
     exam = Exam(exam_id, str(path))
-    if not (options.assess or options.keep_traces):
+    if not (options.assess or options.keep_traces or options.measure != "off"):
         return exam
     start, stop = unpadded_span(x)
     signal = x[start:stop]
+    exam.measurements = _measure(signal, options)
     if options.assess:
         pad = N_SAMPLES - (stop - start)
         exam.quality = [f.as_dict() for f in assess(signal, signal, SAMPLING_RATE_HZ, pad)]
@@ -147,10 +161,18 @@ def _hdf5_exam(exam_id: str, path: Path, x: np.ndarray, options: ReadOptions) ->
     return exam
 
 
+def _measure(signal: np.ndarray, options: ReadOptions) -> Measurements:
+    """On the 400 Hz signal before padding: the seconds the model reads, at one rate for every format."""
+    if options.measure == "off":
+        return NOT_MEASURED
+    intervals = options.measure == "intervals" or (options.measure == "auto" and options.keep_traces)
+    return measure(signal, SAMPLING_RATE_HZ, intervals=intervals)
+
+
 def _recording_exam(path: Path, fmt: str, options: ReadOptions) -> tuple[Exam, np.ndarray]:
     rec = read_recording(path, fs=options.fs, leads=options.leads, fmt=fmt)
     prepared = prepare(rec, scale=options.scale)
-    exam = Exam(rec.id, str(path), rec.statements, fs=prepared.fs)
+    exam = Exam(rec.id, str(path), rec.statements, fs=prepared.fs, measurements=_measure(prepared.signal, options))
     if options.assess:
         flags = assess(prepared.signal, prepared.stored, prepared.fs, prepared.pad_samples)
         exam.quality = [f.as_dict() for f in flags]
@@ -292,16 +314,19 @@ def check_output_path(path: Path) -> None:
 
 
 def write_results(run: InferenceRun, path: Path) -> None:
-    """CSV: exam_id, one column per class, findings and quality flags (';'-joined). JSON: the run's
-    facts and a list `exams`, each with findings named in full, quality flags and provenance."""
+    """CSV: exam_id, one column per class, findings, quality flags (';'-joined) and the measurements
+    (`ecg_edge.measure.COLUMNS`; empty where not measured, `measurements_note` says why). JSON: the
+    run's facts and a list `exams`, each with findings named in full, quality flags, the same
+    measurements and provenance."""
     findings = run.findings()
     if path.suffix.lower() == ".csv":
         def write_csv(f: Any) -> None:
             writer = csv.writer(f)
-            writer.writerow(["exam_id", *run.classes, "findings", "quality"])
+            writer.writerow(["exam_id", *run.classes, "findings", "quality", *MEASUREMENT_COLUMNS])
             for exam, probs, found in zip(run.exams, run.probabilities, findings, strict=True):
                 writer.writerow([exam.id, *(f"{p:.6f}" for p in probs), ";".join(found),
-                                 ";".join(q["flag"] for q in exam.quality)])
+                                 ";".join(q["flag"] for q in exam.quality),
+                                 *("" if v is None else v for v in exam.measurements.columns().values())])
         atomic_write(path, write_csv)
         return
     document = {
@@ -311,11 +336,12 @@ def write_results(run: InferenceRun, path: Path) -> None:
         "precision": run.precision,
         "classes": [describe_finding(c) for c in run.classes],
         "thresholds": run.thresholds,
+        "measurements": measurement_method(),
         "skipped": run.skipped,
         "exams": [
             {"exam_id": exam.id, **{c: float(p) for c, p in zip(run.classes, probs, strict=True)},
              "findings": found, "findings_named": [describe_finding(name) for name in found],
-             "quality": exam.quality,
+             "quality": exam.quality, **exam.measurements.as_json(),
              "device_statements": list(exam.statements), "source": exam.source,
              "provenance": {**exam.provenance, "model_sha256": run.model_sha256,
                             "backend": run.backend, "precision": run.precision}}

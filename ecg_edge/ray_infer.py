@@ -20,6 +20,8 @@ import numpy as np
 
 from ecg_edge.errors import InputError
 from ecg_edge.infer import Exam, InferenceRun, ReadOptions, iter_exams
+from ecg_edge.measure import COLUMNS as MEASUREMENT_COLUMNS
+from ecg_edge.measure import NOT_MEASURED, Measurements
 from ecg_edge.readers import expand_inputs, hdf5_exam_count, is_hdf5
 from ecg_edge.spec import LEADS, N_SAMPLES
 
@@ -60,7 +62,8 @@ def _read(batch: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, np
                 xs.append(x.astype(np.float32))
                 ids.append(exam.id)
                 metas.append(json.dumps({"source": exam.source, "statements": list(exam.statements),
-                                         "quality": exam.quality, "provenance": exam.provenance, "fs": exam.fs}))
+                                         "quality": exam.quality, "provenance": exam.provenance, "fs": exam.fs,
+                                         "measurements": asdict(exam.measurements)}))
                 errors.append("")
         except Exception as exc:  # anything a reader raises: reported, never dropped
             skipped.append(f"{path}: {exc}")
@@ -108,8 +111,17 @@ def _flatten(batch: dict[str, np.ndarray], classes: list[str], thresholds: dict[
     out["findings"] = np.array([";".join(c for c, on in zip(classes, row > cut, strict=True) if on)
                                 for row in probabilities], dtype=object)
     out["quality"] = np.array([";".join(q["flag"] for q in m.get("quality", [])) for m in metas], dtype=object)
+    measured = [_measurements(m).columns() for m in metas]
+    for column in MEASUREMENT_COLUMNS:
+        out[column] = np.array([row[column] for row in measured], dtype=object)
     out["error"] = batch["error"]
     return out
+
+
+def _measurements(meta: dict[str, Any]) -> Measurements:
+    """An exam's measurements as a worker sent them (JSON: the leads come back as a list)."""
+    facts = meta.get("measurements")
+    return Measurements(**{**facts, "leads": tuple(facts["leads"])}) if facts else NOT_MEASURED
 
 
 def run_inference_ray(
@@ -180,6 +192,7 @@ def _collect(dataset: Any, run: InferenceRun, classes: list[str]) -> None:
             facts = json.loads(meta)
             exam = Exam(str(exam_id), facts["source"], tuple(facts["statements"]), fs=facts["fs"])
             exam.quality, exam.provenance = facts["quality"], facts["provenance"]
+            exam.measurements = _measurements(facts)
             run.exams.append(exam)
         outputs.append(np.asarray(block["probabilities"])[ok])
         if ok.any():

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.atomic_files import atomic_write
+from ecg_edge.measure import NOT_MEASURED, Measurements
 from ecg_edge.spec import DISCLAIMER, LEADS, describe_finding
 
 SPEED_MM_S = 25.0
@@ -54,6 +55,7 @@ class SheetInfo:
     thresholds: dict[str, float] | None = None
     findings: list[str] | None = None
     model: str = ""
+    measurements: Measurements = NOT_MEASURED
 
 
 def window(trace: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
@@ -111,7 +113,10 @@ def _header_lines(info: SheetInfo, shown_from: float, shown_s: float) -> list[tu
         (f"{info.source} ({info.fmt or 'unknown format'}) · {info.duration_s:.2f} s recorded · "
          f"shown {shown_from:.2f}-{shown_from + shown_s:.2f} s · 25 mm/s · 10 mm/mV", COLOURS["text"], 3.0),
         (f"Signal quality: {quality}", COLOURS["alert"] if flags else COLOURS["text"], 3.0),
+        (info.measurements.text(), COLOURS["text"], 3.0),
     ]
+    if info.measurements.note:  # why a value is missing
+        lines.append((f"Measurements: {info.measurements.note}", "#555555", 2.4))
     if info.probabilities is not None and info.thresholds is not None:
         found = set(info.findings or [])
         cells = []
@@ -381,7 +386,8 @@ class ReportWriter:
             named = dict(zip(run.classes, (float(p) for p in probs), strict=True))
             info = SheetInfo(exam.id, exam.source, exam.provenance.get("format", ""),
                              exam.provenance.get("duration_s", exam.trace.shape[0] / exam.fs), exam.quality,
-                             named, run.thresholds, [f for f in found if f in run.classes], model)
+                             named, run.thresholds, [f for f in found if f in run.classes], model,
+                             exam.measurements)
             paths = sheet_paths(stem)
             self.rows.append({"exam_id": exam.id, "source": exam.source, "probabilities": named,
                               "findings": info.findings, "quality": exam.quality, "paths": paths})

@@ -128,7 +128,7 @@ def read_exams(
     xs: list[np.ndarray] = []
     ids: list[str] = []
     sources: list[str] = []
-    for batch in iter_batches(expand_inputs(paths), 64, ReadOptions(scale=scale, assess=False),
+    for batch in iter_batches(expand_inputs(paths), 64, ReadOptions(scale=scale, assess=False, measure="off"),
                               lambda message: None):
         xs.append(batch.x)
         ids += batch.ids

@@ -16,6 +16,8 @@ from ecg_edge.backends import open_backend
 from ecg_edge.cli import app
 from ecg_edge.infer import run_inference
 from ecg_edge.manifest import FORMAT_VERSION, sha256_file, write_json_atomic
+from ecg_edge.measure import COLUMNS as MEASUREMENT_COLUMNS
+from ecg_edge.measure import INSTALL_HINT, available
 from ecg_edge.spec import CLASSES, LEADS, REFERENCE_THRESHOLDS, called
 
 runner = CliRunner()
@@ -92,12 +94,14 @@ def test_csv_and_json_round_trip(six_export, tmp_path):
     h5, _ = _hdf5_set(tmp_path / "exams.h5", n=20)
     csv_path, json_path = tmp_path / "out.csv", tmp_path / "out.json"
     for out in (csv_path, json_path):
-        r = run_cli("infer", str(h5), "--model", str(result.out_dir), "--batch", "8", "-o", str(out))
+        # ort-cpu named: `auto` takes whichever CPU runtime is faster here (OpenVINO on some CPUs)
+        r = run_cli("infer", str(h5), "--model", str(result.out_dir), "--batch", "8", "--backend", "ort-cpu",
+                    "-o", str(out))
         assert r.exit_code == 0, r.output
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     doc = json.loads(json_path.read_text())
-    assert list(rows[0].keys()) == ["exam_id", *CLASSES, "findings", "quality"]
+    assert list(rows[0].keys()) == ["exam_id", *CLASSES, "findings", "quality", *MEASUREMENT_COLUMNS]
     assert [r["exam_id"] for r in rows] == [str(i) for i in range(1000, 1020)]
     assert [e["exam_id"] for e in doc["exams"]] == [r["exam_id"] for r in rows]
     assert doc["model_sha256"] == result.manifest["files"]["model.onnx"]["sha256"]
@@ -108,6 +112,64 @@ def test_csv_and_json_round_trip(six_export, tmp_path):
             assert float(row[c]) == pytest.approx(exam[c], abs=1e-6)
         expected = [c for c in CLASSES if exam[c] >= doc["thresholds"][c]]
         assert exam["findings"] == expected and row["findings"] == ";".join(expected)
+
+
+def _known_rate_set(path):
+    """CODE-layout exams of known rate (60, 45, 120 bpm), one of 4 s zero-padded on both sides, one all zeros."""
+    from ecg_edge.synthetic import EcgParams, synthesize_ecg
+
+    rng = np.random.default_rng(5)
+    x = np.stack([synthesize_ecg(EcgParams("sinus", r, 160, 90, ""), rng) for r in (60.0, 45.0, 120.0, 75.0, 75.0)])
+    x[3, :1000] = 0
+    x[3, 2600:] = 0  # 4 s of signal, as a short exam is stored
+    x[4] = 0
+    return write_code_hdf5(path, x, exam_ids=np.arange(5)), (60.0, 45.0, 120.0, 75.0, None)
+
+
+def test_measurements_in_csv_and_json(tmp_path):
+    """Every result carries the heart rate and intervals (empty, with the reason, where not measured)."""
+    export = tiny_export(tmp_path / "tiny")
+    h5, rates = _known_rate_set(tmp_path / "rates.h5")
+    csv_path, json_path = tmp_path / "out.csv", tmp_path / "out.json"
+    for out in (csv_path, json_path):
+        r = run_cli("infer", str(h5), "--model", str(export), "-o", str(out))
+        assert r.exit_code == 0, r.output
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    doc = json.loads(json_path.read_text())
+    assert list(rows[0])[-len(MEASUREMENT_COLUMNS):] == list(MEASUREMENT_COLUMNS)
+    assert doc["measurements"]["qtc_ms"].startswith("Bazett")
+    for row, exam, rate in zip(rows, doc["exams"], rates, strict=True):
+        assert all(name in exam for name in MEASUREMENT_COLUMNS)
+        assert row["heart_rate_bpm"] == ("" if exam["heart_rate_bpm"] is None else str(exam["heart_rate_bpm"]))
+        assert row["measurements_note"] == exam["measurements_note"]
+        if not available():
+            assert exam["heart_rate_bpm"] is None and exam["measurements_note"] == INSTALL_HINT
+        elif rate is None:
+            assert exam["heart_rate_bpm"] is None and exam["measurements_note"].startswith("no rate: under 2 s")
+        else:  # the padding of the 4 s exam is left out; infer alone measures the rate (PR, QT: with sheets)
+            assert exam["heart_rate_bpm"] == pytest.approx(rate, rel=0.03), exam["measurements_note"]
+            assert exam["pr_ms"] is None and exam["qrs_ms"] is None and "R peaks only" in exam["measurements_note"]
+
+
+def test_measurement_levels(tmp_path):
+    from ecg_edge.infer import ReadOptions
+
+    export = tiny_export(tmp_path / "tiny")
+    h5, _ = _known_rate_set(tmp_path / "rates.h5")
+    runner_, manifest = open_backend(export, "ort-cpu", "fp32")
+    with runner_:
+        runs = {level: run_inference([h5], runner_, manifest, options=ReadOptions(measure=level))
+                for level in ("off", "rate", "intervals", "auto")}
+        sheets = run_inference([h5], runner_, manifest, options=ReadOptions(keep_traces=True))
+    assert all(e.measurements.note == "not measured" for e in runs["off"].exams)
+    if available():
+        first = {level: run.exams[0].measurements for level, run in runs.items()}
+        assert first["rate"].heart_rate_bpm is not None and first["rate"].pr_ms is None
+        assert first["intervals"].pr_ms == pytest.approx(160, abs=30) and first["intervals"].qtc_ms is not None
+        assert first["auto"] == first["rate"] and sheets.exams[0].measurements == first["intervals"]
+    with pytest.raises(ValueError, match="measure="):
+        ReadOptions(measure="everything")
 
 
 def test_threshold_override(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from conftest import SHARED_WFDB, needs_shared, wfdb_records
 from test_infer import run_cli, tiny_export
 
 from ecg_edge import read_recording
+from ecg_edge.measure import INSTALL_HINT, Measurements, available
 from ecg_edge.preprocess import prepare
 from ecg_edge.report import (
     COLOURS,
@@ -159,11 +162,26 @@ def test_infer_report_option_draws_the_same_sheets(tmp_path):
     export = tiny_export(tmp_path / "tiny")
     out = tmp_path / "r"
     r = run_cli("infer", str(SHARED_WFDB / "HR06000.hea"), str(SHARED_WFDB / "JS00001.hea"),
-                "--model", str(export), "--report", str(out))
+                "--model", str(export), "--report", str(out), "-o", str(tmp_path / "r.json"))
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (out / "sheets").iterdir()) == [
         "HR06000.png", "HR06000.svg", "JS00001.png", "JS00001.svg"]
     assert "JS00001" in (out / "index.html").read_text()
+    svg = (out / "sheets" / "HR06000.svg").read_text()
+    assert re.search(r"Heart rate \d+ bpm", svg) if available() else html.escape(INSTALL_HINT) in svg
+    for exam in json.loads((tmp_path / "r.json").read_text())["exams"]:  # with sheets, PR and QT too
+        assert "R peaks only" not in exam["measurements_note"]
+
+
+def test_sheet_header_shows_rate_and_intervals_or_why_not():
+    m = Measurements(72.4, 160, None, 400, 438, "QRS: not measured (no validated delineator)")
+    svg = sheet_svg(_test_signal(), 500.0, SheetInfo("m", measurements=m))
+    assert "Heart rate 72 bpm · PR 160 ms · QRS - · QT 400 ms · QTc 438 ms" in svg
+    assert "Measurements: QRS: not measured" in svg
+    plain = sheet_svg(_test_signal(), 500.0, SheetInfo("plain"))
+    assert "Heart rate - · PR -" in plain and "Measurements: not measured" in plain
+    texts = [float(t.get("y")) for t in ET.fromstring(svg).iter(f"{SVG}text") if t.text and "Measurements" in t.text]
+    assert texts and texts[0] < GRID_Y  # above the grid
 
 
 def test_report_folder_problems_exit_2_before_any_work(tmp_path):
