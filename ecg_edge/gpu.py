@@ -126,13 +126,6 @@ _MOVED = dict.fromkeys(("JETPACK_OF_L4T", "jetson_facts", "nvidia_facts", "parse
                         "parse_tegra_release"), host)
 
 if not TYPE_CHECKING:  # hidden from mypy, which then flags the old spellings in this repository
+    from ecg_edge.deprecation import moved_names
 
-    def __getattr__(name: str) -> Any:
-        if name in _MOVED:
-            import warnings
-
-            new = _MOVED[name].__name__
-            warnings.warn(f"{__name__}.{name} moved to {new}.{name}; import it from there ({__name__}'s "
-                          "alias goes in the next release)", DeprecationWarning, stacklevel=2)
-            return getattr(_MOVED[name], name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __getattr__ = moved_names(__name__, _MOVED)
