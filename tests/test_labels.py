@@ -83,8 +83,9 @@ def test_label_and_record_mismatches_name_the_record(labelled, tmp_path, change,
     change(rows)
     _write(labelled / "labels.csv", rows)
     (tmp_path / "work").mkdir()
+    files = [labelled / "wfdb" / "a.hea", labelled / "wfdb" / "b.hea", labelled / "exams.h5"]  # each one named
     with pytest.raises(InputError) as failure:
-        labelled_hdf5([labelled / "wfdb", labelled / "exams.h5"], labelled / "labels.csv", tmp_path / "work")
+        labelled_hdf5(files, labelled / "labels.csv", tmp_path / "work")
     assert problem in str(failure.value) and str(labelled / "labels.csv") in str(failure.value)
 
 
