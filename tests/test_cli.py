@@ -78,3 +78,30 @@ def test_imports_point_one_way():
                     [a.name for a in node.names] if isinstance(node, ast.Import) else []
                 offenders |= {f"{path.relative_to(root)} -> {n}" for n in names if n.startswith(banned)}
     assert offenders == set()
+
+
+def test_exit_codes_documented_are_the_ones_the_commands_use():
+    """docs/architecture.md's exit-code table lists what `user_errors` does with each error type."""
+    import re
+    from pathlib import Path
+
+    import typer
+
+    from ecg_edge.cli import user_errors
+    from ecg_edge.errors import GateError, InputError, MachineError
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    section = doc.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(code) for code in re.findall(r"^\| (\d) \|", section, flags=re.M)}
+    raised = {}
+    for error in (GateError("gate"), InputError(None, "input"), MachineError("machine", "no")):
+        @user_errors
+        def command(error: Exception = error) -> None:
+            raise error
+
+        try:
+            command()
+        except typer.Exit as done:
+            raised[type(error).__name__] = done.exit_code
+    assert raised == {"GateError": 1, "InputError": 2, "MachineError": 3}
+    assert documented == {0, *raised.values()}
