@@ -56,6 +56,7 @@ class Int8Recipe:
     first_conv_float: bool = False
     last_dense_float: bool = False
     quantize_bias: bool = True
+    float_names: tuple[str, ...] = ()  # nodes kept in float by name (those whose INT8 flips findings)
 
     @property
     def label(self) -> str:
@@ -69,6 +70,8 @@ class Int8Recipe:
             parts.append("last dense float")
         if not self.quantize_bias:
             parts.append("bias float")
+        if self.float_names:
+            parts.append(f"{len(self.float_names)} named nodes float")
         return ", ".join(parts)
 
     def for_tensorrt(self) -> Int8Recipe:
@@ -150,7 +153,7 @@ def float_nodes(model: Any, recipe: Int8Recipe) -> list[str]:
         float_ops.add("MaxPool")
     if recipe.residual_float:
         float_ops |= {"Add", "MaxPool"}
-    names = [n.name for n in nodes if n.op_type in float_ops]
+    names = [n.name for n in nodes if n.op_type in float_ops or n.name in recipe.float_names]
     if recipe.first_conv_float:
         names += [n.name for n in nodes if n.op_type == "Conv"][:1]
     if recipe.last_dense_float:
