@@ -39,6 +39,7 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
     from ecg_edge.infer import results_table, run_inference, write_results
     from ecg_edge.manifest import find_file, load_manifest
     from ecg_edge.progress import progress_bar
+    from ecg_edge.readers import hdf5_exam_count
     from ecg_edge.synthetic import summarize_labels, write_synthetic_set
     from ecg_edge.training.evaluate import evaluate as run_evaluation
     from ecg_edge.training.evaluate import write_report
@@ -51,7 +52,7 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
     (home / "data").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     real = labelled_recordings(records, home / "data") if records else None
-    n_real = _exams(real[0]) if real else 0
+    n_real = hdf5_exam_count(real[0]) if real else 0
     if real and n_real < MIN_REAL_TO_FINETUNE:
         console.print(f"{n_real} labelled real recordings: fewer than {MIN_REAL_TO_FINETUNE}, so no fine-tuning on "
                       "them (they validate the export and are inferred on)", highlight=False)
@@ -77,7 +78,7 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
     held_out: tuple[Path, Path] | None = None
     if real:
         (fit_h5, fit_csv), held_out = split_by_record(real[0], real[1], REAL_HELD_OUT, home / "data")
-        n_fit = _exams(fit_h5)
+        n_fit = hdf5_exam_count(fit_h5)
         console.rule(f"3/7 fine-tune on {n_fit} real recordings ({n_real - n_fit} held out; {REAL_EPOCHS} epochs, "
                      "every layer, lr 1e-4)")
         real_options = TrainOptions(task="six", epochs=REAL_EPOCHS, batch_size=16, learning_rate=1e-4,
@@ -159,12 +160,6 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
                   f"  results  {results_dir}\n"
                   "Now `ecg-edge infer RECORDING`, `ecg-edge export` and `ecg-edge bench --batch 64` work with no "
                   f"paths. The home model is {trained}.", highlight=False)
-
-
-def _exams(h5: Path) -> int:
-    from ecg_edge.readers import hdf5_exam_count
-
-    return hdf5_exam_count(h5)
 
 
 def _has_normal(labels_csv: Path) -> bool:

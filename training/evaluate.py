@@ -11,7 +11,7 @@ import numpy as np
 
 from ecg_edge.atomic_files import atomic_target, atomic_write
 from ecg_edge.errors import InputError
-from ecg_edge.infer import InferenceRun, run_inference
+from ecg_edge.infer import InferenceRun, ReadOptions, run_inference
 from ecg_edge.parity import compare
 from ecg_edge.spec import CLASSES, called
 from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, pr_curve, roc_curve, threshold_metrics
@@ -105,7 +105,8 @@ def evaluate(
                 name, labels = read_wfdb_labels(path)
                 header_labels[name] = labels
     with runner:
-        run = run_inference(data, runner, manifest, batch=32)
+        # scores need the probabilities alone: no heart rate measured for them
+        run = run_inference(data, runner, manifest, batch=32, options=ReadOptions(measure="off"))
     y = labels_for(run, labels_csv, task, header_labels)
     return {
         "model": str(model), "backend": run.backend, "precision": run.precision, "n_exams": len(run.ids),
