@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,6 +114,11 @@ def match_records(
     return keys
 
 
+def _texts(values: Any) -> list[str]:
+    """An HDF5 string dataset's values as str (h5py gives bytes)."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 def labelled_files(inputs: Sequence[str | Path], labels: dict[str, np.ndarray], base: Path) -> list[Path]:
     """The files to read: each one named, and those of a named folder that the labels name (a folder
     may hold other files, e.g. published outputs beside the recordings: the CSV says what is in the set)."""
@@ -149,8 +155,7 @@ def labelled_hdf5(
     h5 = folder / "labelled.h5"
     convert_to_hdf5(labelled_files(inputs, labels[task], Path(labels_csv).parent), h5)
     with h5py.File(h5, "r+") as f:
-        sources = [s.decode() if isinstance(s, bytes) else str(s) for s in f["source"][:]]
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["exam_id"][:]]
+        sources, ids = _texts(f["source"][:]), _texts(f["exam_id"][:])
         keys = match_records(sources, ids, labels[task], labels_csv)
         f["exam_id"][:] = keys
     out_csv = folder / "labelled.csv"
@@ -193,7 +198,7 @@ def split_by_record(
         header = next(reader)
         rows = {row[0]: row for row in reader}
     with h5py.File(h5, "r") as f:
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["exam_id"][:]]
+        ids = _texts(f["exam_id"][:])
     ranked = sorted(ids, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
     test = set(ranked[: int(round(len(ids) * held_out))])
     parts = []
