@@ -329,7 +329,14 @@ def write_results(run: InferenceRun, path: Path) -> None:
                                  *("" if v is None else v for v in exam.measurements.columns().values())])
         atomic_write(path, write_csv)
         return
-    document = {
+    document = results_document(run)
+    atomic_write(path, lambda f: json.dump(document, f, indent=1))
+
+
+def results_document(run: InferenceRun) -> dict[str, Any]:
+    """What `write_results` writes as JSON (and `ecg-edge serve` answers)."""
+    findings = run.findings()
+    return {
         "disclaimer": DISCLAIMER,
         "model_sha256": run.model_sha256,
         "backend": run.backend,
@@ -348,7 +355,6 @@ def write_results(run: InferenceRun, path: Path) -> None:
             for exam, probs, found in zip(run.exams, run.probabilities, findings, strict=True)
         ],
     }
-    atomic_write(path, lambda f: json.dump(document, f, indent=1))
 
 
 # Rows a terminal table shows; files hold them all.
