@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_WFDB
+from hostile import BILLION_LAUGHS, EXTERNAL_ENTITY
 from test_infer import tiny_export
 
 from ecg_edge import InputError, read_recording, to_model_input
@@ -277,13 +278,6 @@ def test_broken_edf(tmp_path):
         read_recording(tmp_path / "labels.edf")
 
 
-BILLION_LAUGHS = (
-    '<?xml version="1.0"?>\n<!DOCTYPE RestingECG [\n <!ENTITY a "aaaaaaaaaa">\n'
-    + "".join(f' <!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">\n' for i in range(9))
-    + ']>\n<RestingECG>&j;</RestingECG>\n'
-)
-EXTERNAL_ENTITY = ('<?xml version="1.0"?>\n<!DOCTYPE RestingECG [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
-                   "<RestingECG><Waveform>&x;</Waveform></RestingECG>\n")
 
 
 @pytest.mark.parametrize("text", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["billion-laughs", "external-entity"])

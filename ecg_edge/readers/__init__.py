@@ -26,8 +26,8 @@ from ecg_edge.readers.hdf5 import hdf5_exam_count, iter_hdf5_chunks
 from ecg_edge.recording import Recording
 from ecg_edge.spec import HDF5_SUFFIXES, LEADS, SAMPLING_RATE_HZ, UNITS
 
-__all__ = ["FORMATS", "detect_format", "expand_inputs", "hdf5_exam_count", "iter_hdf5_chunks", "iter_recordings",
-           "read_recording"]
+__all__ = ["FORMATS", "UnknownFormat", "detect_format", "expand_inputs", "hdf5_exam_count", "iter_hdf5_chunks",
+           "iter_recordings", "read_recording"]
 
 FORMATS = ("hdf5", "dicom", "edf", "npy", "ge-muse", "hl7-aecg", "philips-sierra", "wfdb")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -107,6 +107,10 @@ def _describe_head(path: Path) -> str:
     return f"it starts with {shown!r}"
 
 
+class UnknownFormat(InputError):
+    """A file whose content and suffix match no reader."""
+
+
 def format_of(path: Path) -> str:
     """The format to read `path` as: by content, else by suffix (that format's reader then says what is
     wrong with the file); an unknown file is an InputError."""
@@ -114,7 +118,7 @@ def format_of(path: Path) -> str:
     if found is not None:
         return found
     supported = ", ".join(FORMATS)
-    raise InputError(path, f"unknown ECG file format: {_describe_head(path)} (readable: {supported})")
+    raise UnknownFormat(path, f"unknown ECG file format: {_describe_head(path)} (readable: {supported})")
 
 
 def _readers() -> dict[str, Callable[[Path], Recording]]:

@@ -1,0 +1,5 @@
+"""Online inference on Ray Serve: recordings (`POST /v1/ecg`) and tensors (KServe v2) over HTTP.
+
+`bodies` reads request bodies as `infer` reads files, `kserve` speaks the v2 tensor protocol, `app` is
+the Ray Serve deployment, `server` starts and stops it. Only `server` and `app` import Ray.
+"""

@@ -1,0 +1,95 @@
+"""Start the server (a local Ray unless told to join a cluster), wait, and stop it cleanly.
+
+SIGTERM or Ctrl-C deletes the application: Ray Serve lets each replica finish the requests it holds
+(up to its graceful-shutdown timeout), then Serve and Ray stop where this process started them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ecg_edge.backends import GPU_ORDER, open_backend
+from ecg_edge.errors import InputError, MachineError
+from ecg_edge.serve.options import DEFAULT_REQUEST_TIMEOUT_S, ServeOptions
+
+APP_NAME = "ecg-edge"
+
+
+def resolve(options: ServeOptions) -> tuple[ServeOptions, str]:
+    """Options with `auto` resolved here, once (every replica then opens the same runtime), and why."""
+    if options.backend == "keras":
+        raise InputError(None, "serve runs exported files: choose an exported backend (keras is the reference)")
+    runner, _ = open_backend(options.export_dir, options.backend, options.precision, threads=options.threads)
+    why = getattr(runner, "choice", "") or ("named" if options.backend != "auto" else "auto")
+    return replace(options, backend=runner.name), why
+
+
+def replica_threads(options: ServeOptions, replicas: int) -> int | None:
+    """Replicas on one machine share its cores: each takes its part unless told."""
+    if options.threads is not None or replicas == 1:
+        return options.threads
+    return max(1, (os.cpu_count() or 1) // replicas)
+
+
+def application(options: ServeOptions, replicas: int) -> Any:
+    from ecg_edge.serve.app import EcgDeployment
+
+    gpu = options.backend in GPU_ORDER
+    actor = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 0 if replicas == 1 else 1}
+    # The options' own limit is the batch: a replica takes at most a few batches' requests at once.
+    ongoing = max(8, options.max_batch * 2)
+    deployment: Any = EcgDeployment  # serve.deployment's wrapper
+    return deployment.options(num_replicas=replicas, ray_actor_options=actor,
+                                 max_ongoing_requests=ongoing).bind(options)
+
+
+def serve_until_stopped(
+    options: ServeOptions, host: str, port: int, replicas: int, ray_address: str | None,
+    log: Callable[[str], None], stop: threading.Event | None = None,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then drain and stop what was started here."""
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise MachineError("serve", f"Ray Serve is not installed ({exc.name}): pip install 'ecg-edge[serve]'") from None
+
+    options = replace(options, threads=replica_threads(options, replicas))
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    stop = stop or threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+        serve.run(application(options, replicas), name=APP_NAME, route_prefix="/", blocking=False)
+        log(f"serving on http://{host}:{port}/ ({replicas} replica{'s' * (replicas > 1)}, {options.backend} "
+            f"{options.precision}, batches of up to {options.max_batch} requests): POST /v1/ecg, "
+            "POST /v2/models/ecg/infer; Ctrl-C stops")
+        stop.wait()
+        log("stopping: answering the requests in flight")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        try:
+            if serve_running(serve):
+                serve.delete(APP_NAME)
+                if ray_address is None:
+                    serve.shutdown()
+        finally:
+            if started_ray:
+                ray.shutdown()
+    log("stopped")
+
+
+def serve_running(serve: Any) -> bool:
+    try:
+        return APP_NAME in serve.status().applications
+    except Exception:  # Serve never came up: nothing to delete
+        return False
