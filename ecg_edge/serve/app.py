@@ -29,6 +29,9 @@ from ecg_edge.serve.options import ServeOptions
 log = logging.getLogger("ray.serve")
 
 V1 = "/v1/ecg"
+# What a request was batched with, for clients and load tests that want to see batching work.
+BATCH_REQUESTS = "x-ecg-edge-batch-requests"
+BATCH_EXAMS = "x-ecg-edge-batch-exams"
 V2_MODEL = f"/v2/models/{kserve.MODEL_NAME}"
 V2_INFER = (f"{V2_MODEL}/infer", f"{V2_MODEL}/versions/{kserve.MODEL_VERSION}/infer")
 V2_READY = ("/v2/health/ready", "/v2/health/live", f"{V2_MODEL}/ready",
@@ -119,14 +122,16 @@ class EcgDeployment:
             raise RuntimeError("backend is not active")
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def batched(self, signals: list[np.ndarray]) -> list[np.ndarray]:
+    async def batched(self, signals: list[np.ndarray]) -> list[tuple[np.ndarray, dict[str, str]]]:
+        """Each request's probabilities, and headers saying what it was batched with."""
         x = np.concatenate(signals)
         probabilities = await asyncio.get_running_loop().run_in_executor(self._run, self.backend.infer, x)
         self.batch_requests.observe(len(signals))
         self.batch_exams.observe(len(x))
         self.exams.inc(len(x))
         bounds = np.cumsum([len(s) for s in signals])[:-1]
-        return list(np.split(probabilities, bounds))
+        batch = {BATCH_REQUESTS: str(len(signals)), BATCH_EXAMS: str(len(x))}
+        return [(part, batch) for part in np.split(probabilities, bounds)]
 
     async def __call__(self, request: Request) -> Response:
         path, method = request.url.path.rstrip("/") or "/", request.method
@@ -165,15 +170,15 @@ class EcgDeployment:
         uploads = await uploads_of(request, body)
         options = read_options(request)
         exams = await asyncio.to_thread(read_uploads, uploads, options)
-        probabilities = await self.batched(np.stack([x for _, x in exams]))
+        probabilities, batch = await self.batched(np.stack([x for _, x in exams]))
         run = InferenceRun(classes=self.classes, thresholds=self.thresholds, exams=[e for e, _ in exams],
                            probabilities=probabilities, backend=self.described, precision=self.backend.precision,
                            model_sha256=self.model_sha256)
-        return JSONResponse(results_document(run))
+        return JSONResponse(results_document(run), headers=batch)
 
     async def _tensor(self, request: Request, body: bytes) -> Response:
         tensor = kserve.parse_infer(body, request.headers.get(kserve.HEADER_LENGTH), self.output_name)
-        probabilities = await self.batched(tensor.signal)
+        probabilities, batch = await self.batched(tensor.signal)
         content, headers = kserve.infer_response(tensor, probabilities, self.output_name)
-        return Response(content, headers=headers)
+        return Response(content, headers={**headers, **batch})
 
