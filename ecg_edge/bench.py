@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,7 @@ import numpy as np
 from ecg_edge import host, timing
 from ecg_edge.atomic_files import atomic_target, atomic_write_bytes
 from ecg_edge.errors import InputError
+from ecg_edge.manifest import Manifest
 from ecg_edge.spec import PRECISIONS
 
 # Names that moved out of this module: importable from here for one release, with a DeprecationWarning.
@@ -109,43 +112,62 @@ def write_plot(results: list[timing.BenchResult], path: Path) -> None:
     plt.close(fig)
 
 
-def run_matrix(
+@dataclass
+class BenchMatrix:
+    """What `bench_matrix` measured: the machine, the export, the work per ECG, the CPU's peak and
+    one `BenchResult` per (backend, precision, batch), each with its latency samples."""
+
+    environment: dict[str, Any]
+    export: str
+    gflop_per_ecg: float
+    cpu_peak_gflops: float
+    results: list[timing.BenchResult]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON holds it (no samples)."""
+        return {"environment": self.environment, "export": self.export, "gflop_per_ecg": self.gflop_per_ecg,
+                "cpu_peak_gflops": self.cpu_peak_gflops, "results": [r.as_dict() for r in self.results]}
+
+
+def bench_matrix(
     export_dir: Path, batches: list[int], backends: list[str], precisions: list[str], warmup_s: float,
     duration_s: float, threads: int | None, cache_dir: Path | None = None, log: Any = lambda line: None,
     cuda_graph: bool = False,
-) -> dict[str, Any]:
+) -> BenchMatrix:
     """Every (backend, precision, batch) asked for, or every one present; with the environment.
 
     With `cuda_graph`, ort-cuda runs with a CUDA graph, one session per batch size (a graph
     replays the one shape it captured)."""
     from ecg_edge.backends import AUTO_ORDER, backend_present, open_backend
-    from ecg_edge.manifest import find_file, load_manifest, verified_path
+    from ecg_edge.backends.registry import spec_of
 
-    manifest = load_manifest(export_dir)
+    manifest = Manifest.load(export_dir)
     if cuda_graph:
         ok, why = backend_present("ort-cuda", manifest, precisions[0] if precisions else "fp32")
         if not ok or (backends and "ort-cuda" not in backends):
             raise InputError(None, f"--cuda-graph runs with the ort-cuda backend: {why or 'not among --backend'}")
-    fp32 = find_file(manifest, "onnx", "fp32")
+    fp32 = manifest.file_for("onnx", "fp32")
     if fp32 is None:
         raise InputError(export_dir, "no FP32 ONNX file to count FLOPs from")
-    flops = count_flops(verified_path(export_dir, manifest, fp32))
+    flops = count_flops(manifest.verified(fp32))
     peak = measure_cpu_peak(cache_dir)
     asked = bool(backends and precisions)  # both named: a combination that cannot run is an error
-    gated = {p for p, e in manifest.get("runtime_precisions", {}).items() if e.get("parity", {}).get("passed")}
-    precisions = precisions or sorted({e["precision"] for e in manifest["files"].values()} | gated,
+    gated = {p for p, e in manifest.data.get("runtime_precisions", {}).items() if e.get("parity", {}).get("passed")}
+    precisions = precisions or sorted({e["precision"] for e in manifest.files.values()} | gated,
                                       key=PRECISIONS.index)
     results: list[timing.BenchResult] = []
     for name in backends or AUTO_ORDER:
+        spec = spec_of(name)
         for precision in precisions:
             present, why = backend_present(name, manifest, precision)
             if not present and not asked:
                 if backends:
                     log(f"skip {name} {precision}: {why}")
                 continue
-            if name == "keras" and precision != "fp32":  # the reference runs in float32 only
+            kind = spec.kind if spec else None
+            if kind == "reference" and precision != "fp32":  # the reference runs in float32 only
                 continue
-            graph = cuda_graph and name == "ort-cuda"
+            graph = cuda_graph and spec is not None and spec.cuda_graph
             for group in ([b] for b in batches) if graph else [batches]:
                 runner, _ = open_backend(export_dir, name, precision, threads=threads, cuda_graph=graph)
                 with runner:
@@ -155,11 +177,36 @@ def run_matrix(
                             continue
                         log(f"{runner.name} {precision} batch {batch} ...")
                         result = timing.bench_backend(runner, batch, flops, warmup_s, duration_s)
-                        if name in ("ort-cpu", "openvino", "keras") and precision == "fp32":  # float32 peak
+                        if kind in ("cpu", "reference") and precision == "fp32":  # float32 peak
                             result.share_of_cpu_peak = result.gflops_per_s / peak
                         results.append(result)
-    return {"environment": host.environment(), "export": str(export_dir), "gflop_per_ecg": flops / 1e9,
-            "cpu_peak_gflops": peak, "results": [r.as_dict() for r in results], "_results": results}
+    return BenchMatrix(host.environment(), str(export_dir), flops / 1e9, peak, results)
+
+
+class MatrixReport(dict[str, Any]):
+    """`run_matrix`'s report: `BenchMatrix.as_dict()`. `report["_results"]`, the BenchResults
+    themselves, still answers for one release, with a DeprecationWarning (use `bench_matrix`)."""
+
+    def __init__(self, matrix: BenchMatrix) -> None:
+        super().__init__(matrix.as_dict())
+        self._results = matrix.results
+
+    def __missing__(self, key: str) -> Any:
+        if key != "_results":
+            raise KeyError(key)
+        warnings.warn('run_matrix(...)["_results"] goes in the next release: bench_matrix(...).results has them',
+                      DeprecationWarning, stacklevel=2)
+        return self._results
+
+
+def run_matrix(
+    export_dir: Path, batches: list[int], backends: list[str], precisions: list[str], warmup_s: float,
+    duration_s: float, threads: int | None, cache_dir: Path | None = None, log: Any = lambda line: None,
+    cuda_graph: bool = False,
+) -> dict[str, Any]:
+    """`bench_matrix`, as the dict its JSON holds."""
+    return MatrixReport(bench_matrix(export_dir, batches, backends, precisions, warmup_s, duration_s, threads,
+                                     cache_dir, log, cuda_graph))
 
 
 def bench_table(report: dict[str, Any]) -> Any:

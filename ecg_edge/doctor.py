@@ -63,7 +63,7 @@ def diagnose(export_dir: Path | None) -> dict[str, Any]:
             from ecg_edge.backends import open_backend
 
             runner, _ = open_backend(export_dir, "auto", precision)  # may time the CPU runtimes once
-            entry |= {"picks": runner.name, "why": runner.choice or "first present of " + ", ".join(AUTO_ORDER)}
+            entry |= {"picks": runner.name, "why": runner.chosen_because or "first present of " + ", ".join(AUTO_ORDER)}
         auto[precision] = entry
     report["auto"] = auto
     return report

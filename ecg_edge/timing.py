@@ -67,9 +67,8 @@ def bench_backend(
         t0 = time.perf_counter()
         backend.infer(buffers[len(latencies) % N_BUFFERS])
         latencies.append(time.perf_counter() - t0)
-        device_s = getattr(backend, "last_compute_s", None)  # TensorRT's CUDA-event time
-        if device_s is not None:
-            compute.append(device_s)
+        if backend.last_compute_s is not None:  # TensorRT's CUDA-event time
+            compute.append(backend.last_compute_s)
     mean_s = float(np.mean(latencies))
     throughput = batch / mean_s
     return BenchResult(

@@ -177,3 +177,24 @@ def test_gpu_check_runs_here_and_says_what_it_skipped(six_export, tmp_path, home
     assert "passed" in doc["tests"]["summary"] or "skipped" in doc["tests"]["summary"]
     assert doc["doctor"]["nvidia"].get("missing") or doc["doctor"]["nvidia"].get("gpus")
     assert sorted(p.name for p in result.out_dir.iterdir()) == before  # the user's export is untouched
+
+
+def test_bench_matrix_keeps_the_samples_and_run_matrix_the_json(tmp_path, monkeypatch):
+    from test_infer import tiny_export
+
+    from ecg_edge import bench
+
+    monkeypatch.setattr(bench, "measure_cpu_peak", lambda cache_dir: 100.0)
+    export = tiny_export(tmp_path / "tiny")
+    args = (export, [1, 2], ["ort-cpu"], ["fp32"], 0.0, 0.0, None)
+    matrix = bench.bench_matrix(*args)
+    assert [(r.backend, r.batch) for r in matrix.results] == [("ort-cpu", 1), ("ort-cpu", 2)]
+    assert all(len(r.samples_ms) == r.runs and r.share_of_cpu_peak is not None for r in matrix.results)
+    report = bench.run_matrix(*args)
+    assert list(report) == ["environment", "export", "gflop_per_ecg", "cpu_peak_gflops", "results"]
+    assert json.loads(json.dumps(report))["results"][0]["backend"] == "ort-cpu"
+    with pytest.warns(DeprecationWarning, match=r"bench_matrix\(...\).results"):
+        live = report["_results"]
+    assert [r.as_dict()["batch"] for r in live] == [row["batch"] for row in report["results"]]
+    with pytest.raises(KeyError):
+        report["other"]

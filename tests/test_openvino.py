@@ -89,7 +89,7 @@ def test_auto_takes_the_measured_fastest_cpu_runtime_and_caches_it(tmp_path, hom
 
     export = tiny_export(tmp_path / "tiny")
     runner, _ = open_backend(export, "auto", "fp32")
-    assert runner.name in ("ort-cpu", "openvino") and "measured now" in runner.choice
+    assert runner.name in ("ort-cpu", "openvino") and "measured now" in runner.chosen_because
     cache = json.loads((home / CACHE_NAME).read_text())
     (key, entry), = cache.items()
     assert set(entry["ecg_per_s"]) == {"ort-cpu", "openvino"}
@@ -99,10 +99,10 @@ def test_auto_takes_the_measured_fastest_cpu_runtime_and_caches_it(tmp_path, hom
     entry["ecg_per_s"][other] = 1e9
     (home / CACHE_NAME).write_text(json.dumps(cache))
     again, _ = open_backend(export, "auto", "fp32")
-    assert again.name == other and "measured 20" in again.choice
+    assert again.name == other and "measured 20" in again.chosen_because
     # A different thread setting is a different machine configuration: measured anew.
     third, _ = open_backend(export, "auto", "fp32", threads=1)
-    assert "measured now" in third.choice and len(json.loads((home / CACHE_NAME).read_text())) == 2
+    assert "measured now" in third.chosen_because and len(json.loads((home / CACHE_NAME).read_text())) == 2
 
 
 def test_cli_says_which_runtime_auto_took_and_why(tmp_path, home):

@@ -1,7 +1,8 @@
 """Keras: the reference, from the model an export was made from. Needs TensorFlow (the `train` extra).
 
 It lives with the models, above the runtime (which never loads Keras); importing this module
-registers it with `ecg_edge.backends` (the CLI imports it when `keras` is named)."""
+registers its entry with `ecg_edge.backends`, over the runtime's stand-in (the CLI imports it when
+`keras` is named)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ecg_edge.backends import register_backend
+from ecg_edge.backends import BackendSpec, OpenOptions, register_backend
 from ecg_edge.backends.base import Backend
+from ecg_edge.backends.reference import NAME, keras_installed
 from ecg_edge.errors import InputError
+from ecg_edge.manifest import Manifest, file_sha256
 
 
 class KerasBackend(Backend):
@@ -20,7 +23,7 @@ class KerasBackend(Backend):
 
     def __init__(self, model_path: str | Path) -> None:
         super().__init__()
-        self.model_path = Path(model_path)
+        self.model_path = self.path = Path(model_path)
         self.info: dict[str, Any] = {}  # task, classes, thresholds: known once activated
         self._model: Any = None
 
@@ -44,8 +47,6 @@ class KerasBackend(Backend):
 
 def open_reference(export_dir: Path, manifest: dict[str, Any]) -> KerasBackend:
     """The Keras model an export was made from, if it is still there and unchanged."""
-    from ecg_edge.manifest import sha256_file
-
     source = Path(manifest["model"]["source"])
     relative = manifest["model"].get("source_relative")
     if not source.exists() and relative:
@@ -54,9 +55,18 @@ def open_reference(export_dir: Path, manifest: dict[str, Any]) -> KerasBackend:
         source = moved if moved.exists() else source
     if not source.exists():
         raise InputError(source, "the Keras model this export was made from is gone")
-    if sha256_file(source) != manifest["model"]["source_sha256"]:
+    if file_sha256(source) != manifest["model"]["source_sha256"]:
         raise InputError(source, "Keras model changed since the export (sha256 differs): re-export")
     return KerasBackend(source)
 
 
-register_backend("keras", open_reference)
+def reference_present(manifest: Manifest, precision: str) -> tuple[bool, str]:
+    return keras_installed()
+
+
+def open_keras(manifest: Manifest, precision: str, options: OpenOptions) -> KerasBackend:
+    assert manifest.folder is not None
+    return open_reference(manifest.folder, manifest.data)
+
+
+register_backend(BackendSpec(NAME, "reference", reference_present, open_keras))

@@ -1,5 +1,7 @@
-"""Backends: one protocol (`ecg_edge.backends.base.Backend`), one module each, chosen by name or
-by what is present. `open_backend` reads an export folder's manifest and checks file hashes."""
+"""Backends: one protocol (`ecg_edge.backends.base.Backend`), one module each, each registering
+one entry (`registry.BackendSpec`) per backend it offers. Here: the order `auto` tries them in, and
+the two steps on top of the entries: choosing a backend (`choose_backend`, `auto` included) and
+opening it (`open_backend`, which checks the file's hash)."""
 
 from __future__ import annotations
 
@@ -7,165 +9,128 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Importing a backend's module registers its entry; the Keras reference's (`reference`) stands in
+# until ecg_edge.training.keras_backend registers the real one.
+from ecg_edge.backends import onnxruntime, openvino, reference, tensorrt  # noqa: F401
 from ecg_edge.backends.base import Backend
+from ecg_edge.backends.registry import BackendSpec, OpenOptions, register, registered, spec_of
 from ecg_edge.errors import InputError
+from ecg_edge.manifest import Manifest
 
-# Fastest first: what `auto` tries. Of the CPU runtimes, `auto` takes the one measured fastest here.
-GPU_ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda")
-CPU_BACKENDS = ("ort-cpu", "openvino")
-AUTO_ORDER = (*GPU_ORDER, *CPU_BACKENDS)
-BACKENDS = (*AUTO_ORDER, "keras")
-
-
-# Backends that live above the runtime (the Keras reference loads models through export/ and
-# training/, which the runtime never imports): their module registers a constructor here.
-_REGISTERED: dict[str, Callable[[Path, dict[str, Any]], Backend]] = {}
+# What `auto` tries: the GPU backends fastest first (it takes the first present), then the CPU
+# runtimes (it takes the one measured fastest here, `choice.fastest_cpu_runtime`).
+AUTO_ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu", "openvino")
+BACKENDS = (*AUTO_ORDER, reference.NAME)
 
 
-def register_backend(name: str, construct: Callable[[Path, dict[str, Any]], Backend]) -> None:
-    _REGISTERED[name] = construct
+def _spec(name: str) -> BackendSpec:
+    spec = spec_of(name)
+    if spec is None:
+        raise InputError(None, f"unknown backend {name!r}: choose from auto, {', '.join(known_backends())}")
+    return spec
 
 
-def backend_present(name: str, manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
-    """Whether backend `name` can run `precision` here, and why not."""
-    from ecg_edge.manifest import find_file
+GPU_ORDER = tuple(name for name in AUTO_ORDER if _spec(name).kind == "gpu")
+CPU_BACKENDS = tuple(name for name in AUTO_ORDER if _spec(name).kind == "cpu")
 
-    if name == "tensorrt":
-        from ecg_edge.gpu import tensorrt_status
 
-        if find_file(manifest, "tensorrt", precision) is None:
-            return False, f"no {precision} TensorRT engine in the export (ecg-edge export --engine)"
-        return tensorrt_status()
-    if name == "openvino":
-        return _openvino_present(manifest, precision)
-    if name.startswith("ort-"):
-        from ecg_edge.backends.onnxruntime import PROVIDERS, provider_status
+def known_backends() -> tuple[str, ...]:
+    """BACKENDS, then any backend registered under another name."""
+    return (*BACKENDS, *(name for name in registered() if name not in BACKENDS))
 
-        if precision == "bf16":
-            return False, "onnxruntime has no BF16 path on the CPU (the openvino backend has)"
 
-        if find_file(manifest, "onnx", precision) is None:
-            return False, f"no {precision} ONNX file in the export"
-        if name == "ort-tensorrt" and precision == "int8":
-            found = find_file(manifest, "onnx", precision, "symmetric")
-            if found is None or manifest["files"][found].get("variant") != "symmetric":
-                return False, ("no symmetric INT8 ONNX file (TensorRT takes zero points of 0 only; "
-                               "ecg-edge export --for-tensorrt makes it)")
-        return provider_status(PROVIDERS[name.removeprefix("ort-")][0])
-    if name == "keras":
-        try:
-            import keras  # noqa: F401
-        except ImportError:
-            return False, "TensorFlow/Keras is not installed"
-        if name not in _REGISTERED:
-            return False, "the Keras reference is not loaded (import ecg_edge.training.keras_backend)"
+def auto_order() -> tuple[str, ...]:
+    """What `auto` tries: AUTO_ORDER, then any other registered GPU or CPU backend."""
+    extra = (name for name in registered() if name not in BACKENDS and _spec(name).kind != "reference")
+    return (*AUTO_ORDER, *extra)
+
+
+def register_backend(name: str | BackendSpec, construct: Callable[[Path, dict[str, Any]], Backend] | None = None,
+                     ) -> None:
+    """Register a backend's entry. The older form, a name and `construct(export_dir, manifest dict)`,
+    registers a reference backend that is always present."""
+    if isinstance(name, BackendSpec):
+        register(name)
+        return
+    if construct is None:
+        raise TypeError("register_backend(name, construct) needs construct")
+    opener = construct
+
+    def always(manifest: Manifest, precision: str) -> tuple[bool, str]:
         return True, ""
-    return False, f"unknown backend {name!r}"
+
+    def open_it(manifest: Manifest, precision: str, options: OpenOptions) -> Backend:
+        assert manifest.folder is not None
+        return opener(manifest.folder, manifest.data)
+
+    register(BackendSpec(name, "reference", always, open_it))
 
 
-def _openvino_present(manifest: dict[str, Any], precision: str) -> tuple[bool, str]:
-    from ecg_edge.backends.openvino import INFERENCE_PRECISION, bf16_status, openvino_status
-    from ecg_edge.manifest import find_file
+def _view(manifest: dict[str, Any] | Manifest) -> Manifest:
+    return manifest if isinstance(manifest, Manifest) else Manifest(manifest)
 
-    ok, why = openvino_status()
-    if not ok:
-        return ok, why
-    if precision not in INFERENCE_PRECISION:
-        return False, f"OpenVINO here runs {', '.join(INFERENCE_PRECISION)}; {precision} on a CPU runs as fp32"
-    if find_file(manifest, "onnx", "fp32" if precision == "bf16" else precision) is None:
-        return False, f"no {precision} ONNX file in the export"
-    if precision == "bf16":
-        gate = manifest.get("runtime_precisions", {}).get("bf16", {})
-        if "refused" in gate:
-            return False, f"BF16 was refused at export: {gate['refused']}"
-        if not gate.get("parity", {}).get("passed"):
-            return False, f"BF16 was not gated at export ({gate.get('why', 'export made before BF16 existed')})"
-        return bf16_status()
-    return True, ""
+
+def backend_present(name: str, manifest: dict[str, Any] | Manifest, precision: str) -> tuple[bool, str]:
+    """Whether backend `name` can run `precision` here, and why not."""
+    spec = spec_of(name)
+    if spec is None:
+        return False, f"unknown backend {name!r}"
+    return spec.present(_view(manifest), precision)
+
+
+def choose_backend(manifest: Manifest, backend: str = "auto", precision: str = "fp32",
+                   threads: int | None = None) -> tuple[str, str]:
+    """(name, why) of the backend to open: a named one if present (else an error saying why), or
+    `auto`'s pick: the first GPU backend present, else the CPU runtime measured fastest here for
+    this file and precision (the first time only, that timing opens each CPU runtime). Why is ''
+    for a named backend and for a GPU backend taken as the first present."""
+    if backend != "auto":
+        ok, why = _spec(backend).present(manifest, precision)
+        if not ok:
+            raise InputError(manifest.folder, f"backend {backend} cannot run {precision}: {why}")
+        return backend, ""
+    reasons, cpu = [], []
+    for name in auto_order():
+        spec = _spec(name)
+        ok, why = spec.present(manifest, precision)
+        if ok and spec.kind == "gpu":
+            return name, ""
+        if ok:
+            cpu.append(name)
+        else:
+            reasons.append(f"{name}: {why}")
+    if not cpu:
+        raise InputError(manifest.folder, "no backend can run it: " + "; ".join(reasons))
+    if len(cpu) == 1:
+        return cpu[0], "the only CPU runtime present"
+    from ecg_edge.backends.choice import fastest_cpu_runtime
+
+    model_file = _spec(cpu[0]).model_file(manifest, precision) or ""
+    return fastest_cpu_runtime(manifest, precision, cpu, threads, model_file,
+                               lambda name: _spec(name).open(manifest, precision, OpenOptions(threads)))
 
 
 def open_backend(
     export_dir: str | Path, backend: str = "auto", precision: str = "fp32", threads: int | None = None,
     cuda_graph: bool = False,
 ) -> tuple[Backend, dict[str, Any]]:
-    """A ready-to-activate backend for an export folder, and the manifest.
+    """A ready-to-activate backend for an export folder, and the manifest (its dict).
 
-    `auto` takes the first present of GPU_ORDER, else the CPU runtime measured fastest on this
-    machine for this file and precision (`choice.fastest_cpu_runtime`; why is in `runner.choice`).
-    A backend named explicitly that is not present is an error that says why. `cuda_graph` applies
-    to ort-cuda only (see OnnxRuntimeBackend).
+    `backend` is a name or `auto` (see `choose_backend`; why auto took it is in the backend's
+    `chosen_because`). A backend named explicitly that is not present is an error that says why.
+    `cuda_graph` applies to ort-cuda only (see OnnxRuntimeBackend).
     """
-    from ecg_edge.manifest import load_manifest
-
-    export_dir = Path(export_dir)
-    manifest = load_manifest(export_dir)
-    choice = ""
-    asked = backend
-    if backend == "auto":
-        reasons, cpu = [], []
-        for name in AUTO_ORDER:
-            ok, why = backend_present(name, manifest, precision)
-            if ok and name in GPU_ORDER:
-                backend = name
-                break
-            if ok:
-                cpu.append(name)
-            else:
-                reasons.append(f"{name}: {why}")
-        else:
-            if not cpu:
-                raise InputError(export_dir, "no backend can run it: " + "; ".join(reasons))
-            backend, choice = cpu[0], "the only CPU runtime present"
-            if len(cpu) > 1:
-                from ecg_edge.backends.choice import fastest_cpu_runtime
-
-                backend, choice = fastest_cpu_runtime(export_dir, manifest, precision, cpu, threads, _construct)
-    elif backend not in BACKENDS:
-        raise InputError(None, f"unknown backend {backend!r}: choose from auto, {', '.join(BACKENDS)}")
-    else:
-        ok, why = backend_present(backend, manifest, precision)
-        if not ok:
-            raise InputError(export_dir, f"backend {backend} cannot run {precision}: {why}")
-
-    if cuda_graph and backend != "ort-cuda":
-        how = f"auto took {backend}" + (f" ({choice})" if choice else "") if asked == "auto" else f"{backend} was named"
-        raise InputError(None, f"--cuda-graph needs the ort-cuda backend; {how}")
-    runner = _construct(export_dir, manifest, backend, precision, threads, cuda_graph)
-    runner.choice = choice
-    return runner, manifest
+    manifest = Manifest.load(export_dir)
+    name, because = choose_backend(manifest, backend, precision, threads)
+    spec = _spec(name)
+    if cuda_graph and not spec.cuda_graph:
+        how = f"auto took {name}" + (f" ({because})" if because else "") if backend == "auto" else f"{name} was named"
+        takers = " or ".join(n for n in known_backends() if _spec(n).cuda_graph)
+        raise InputError(None, f"--cuda-graph needs the {takers} backend; {how}")
+    runner = spec.open(manifest, precision, OpenOptions(threads, cuda_graph))
+    runner.chosen_because = because
+    return runner, manifest.data
 
 
-def _construct(
-    export_dir: Path, manifest: dict[str, Any], backend: str, precision: str, threads: int | None, cuda_graph: bool,
-) -> Backend:
-    from ecg_edge.manifest import find_file, verified_path
-
-    if backend in _REGISTERED:
-        return _REGISTERED[backend](export_dir, manifest)
-    if backend == "openvino":
-        from ecg_edge.backends.openvino import OpenVinoBackend
-
-        onnx_file = find_file(manifest, "onnx", "fp32" if precision == "bf16" else precision)
-        assert onnx_file is not None
-        return OpenVinoBackend(verified_path(export_dir, manifest, onnx_file), precision=precision, threads=threads)
-    if backend == "tensorrt":
-        from ecg_edge.backends.tensorrt import TensorRTBackend
-
-        engine = find_file(manifest, "tensorrt", precision)
-        assert engine is not None
-        plan = verified_path(export_dir, manifest, engine)
-        return TensorRTBackend(plan, manifest["files"][engine], precision=precision)
-
-    from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
-
-    device = backend.removeprefix("ort-")
-    onnx_file = find_file(manifest, "onnx", precision, "symmetric" if device == "tensorrt" else "default")
-    assert onnx_file is not None
-    path = verified_path(export_dir, manifest, onnx_file)
-    return OnnxRuntimeBackend(path, device=device, threads=threads, precision=precision,
-                              trt_cache_dir=export_dir / "ort-trt-cache" if device == "tensorrt" else None,
-                              cuda_graph=cuda_graph)
-
-
-__all__ = ["AUTO_ORDER", "BACKENDS", "CPU_BACKENDS", "GPU_ORDER", "Backend", "backend_present", "open_backend",
-           "register_backend"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "CPU_BACKENDS", "GPU_ORDER", "Backend", "BackendSpec", "OpenOptions",
+           "auto_order", "backend_present", "choose_backend", "known_backends", "open_backend", "register_backend"]

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,17 +20,39 @@ from ecg_edge.spec import LEADS, N_SAMPLES
 
 
 class Backend:
-    """Base of all backends: subclasses implement `_activate`, `_infer` and `_deactivate`."""
+    """Base of all backends: subclasses implement `_activate`, `_infer` and `_deactivate`.
+
+    What every backend has: `path`, the model file it runs (an export file; the Keras reference's
+    is the model the export was made from); `last_inference_s`, the host time of the last `infer`;
+    `last_compute_s`, the device's own time for it where the runtime measures one (TensorRT's CUDA
+    events), else None; `chosen_because`, why `auto` took it ('' when it was named or was the
+    first GPU backend present); `isa`, the instruction set CPU runtimes' kernels ran on (e.g. AMX).
+    """
 
     name = "backend"
     precision = "fp32"
 
     def __init__(self) -> None:
         self.active = False
+        self.path: Path | None = None
         self.last_inference_s: float | None = None
+        self.last_compute_s: float | None = None
         self.max_batch: int | None = None
-        self.choice = ""  # why `auto` chose this backend, when it did
-        self.isa: str | None = None  # CPU runtimes: the instruction sets their kernels ran on (e.g. AMX)
+        self.chosen_because = ""
+        self.isa: str | None = None
+
+    @property
+    def choice(self) -> str:
+        """Deprecated name of `chosen_because`."""
+        warnings.warn("Backend.choice is now Backend.chosen_because (the alias goes in the next release)",
+                      DeprecationWarning, stacklevel=2)
+        return self.chosen_because
+
+    @choice.setter
+    def choice(self, because: str) -> None:
+        warnings.warn("Backend.choice is now Backend.chosen_because (the alias goes in the next release)",
+                      DeprecationWarning, stacklevel=2)
+        self.chosen_because = because
 
     def activate(self) -> Backend:
         if not self.active:

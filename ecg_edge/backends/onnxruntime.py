@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.backends.base import Backend
+from ecg_edge.backends.registry import BackendSpec, OpenOptions, register
 from ecg_edge.errors import InputError, MachineError
+from ecg_edge.manifest import Manifest
 from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES
 
 PROVIDERS = {
@@ -150,7 +152,7 @@ class OnnxRuntimeBackend(Backend):
         super().__init__()
         if cuda_graph and device != "cuda":
             raise InputError(None, f"--cuda-graph needs the ort-cuda backend, not ort-{device}")
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.device = device
         self.threads = threads
         self.precision = precision
@@ -310,3 +312,37 @@ class OnnxRuntimeBackend(Backend):
         elif self.precision == "fp32" and self.device == "tensorrt":  # the EP has no option to clear it
             tf32 = ", TF32 may be used on Ampere and newer (TensorRT's default)"
         return f"onnxruntime {self.precision} on {self._placement_text()}{graph}{tf32}"
+
+
+def onnx_file(manifest: Manifest, precision: str, device: str) -> str | None:
+    """The file ort-<device> runs: TensorRT's provider takes the symmetric INT8 file."""
+    return manifest.file_for("onnx", precision, "symmetric" if device == "tensorrt" else "default")
+
+
+def ort_present(manifest: Manifest, precision: str, device: str) -> tuple[bool, str]:
+    if precision == "bf16":
+        return False, "onnxruntime has no BF16 path on the CPU (the openvino backend has)"
+    if manifest.file_for("onnx", precision) is None:
+        return False, f"no {precision} ONNX file in the export"
+    if device == "tensorrt" and precision == "int8":
+        found = onnx_file(manifest, precision, device)
+        if found is None or manifest.entry(found).get("variant") != "symmetric":
+            return False, ("no symmetric INT8 ONNX file (TensorRT takes zero points of 0 only; "
+                           "ecg-edge export --for-tensorrt makes it)")
+    return provider_status(PROVIDERS[device][0])
+
+
+def open_ort(manifest: Manifest, precision: str, options: OpenOptions, device: str) -> OnnxRuntimeBackend:
+    name = onnx_file(manifest, precision, device)
+    if name is None:
+        raise InputError(manifest.folder, f"no {precision} ONNX file in the export")
+    path = manifest.verified(name)
+    return OnnxRuntimeBackend(path, device=device, threads=options.threads, precision=precision,
+                              trt_cache_dir=path.parent / "ort-trt-cache" if device == "tensorrt" else None,
+                              cuda_graph=options.cuda_graph)
+
+
+for _device, _kind in (("tensorrt", "gpu"), ("cuda", "gpu"), ("cpu", "cpu")):
+    register(BackendSpec(f"ort-{_device}", _kind, functools.partial(ort_present, device=_device),
+                         functools.partial(open_ort, device=_device), functools.partial(onnx_file, device=_device),
+                         cuda_graph=_device == "cuda"))

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.backends.base import Backend
+from ecg_edge.backends.registry import BackendSpec, OpenOptions, register
 from ecg_edge.errors import InputError, MachineError
+from ecg_edge.manifest import Manifest
 from ecg_edge.spec import INPUT_NAME
 
 # Our precision -> OpenVINO's INFERENCE_PRECISION_HINT for the float parts of the graph.
@@ -103,7 +105,7 @@ class OpenVinoBackend(Backend):
         super().__init__()
         if precision not in INFERENCE_PRECISION:
             raise InputError(None, f"OpenVINO runs fp32, bf16 or int8, not {precision}")
-        self.path = Path(path)
+        self.path: Path = Path(path)
         self.precision = precision
         self.threads = threads
         self.hint = hint
@@ -169,3 +171,36 @@ class OpenVinoBackend(Backend):
         convs = ", ".join(f"{n} in {p}" for p, n in sorted(self.ran["convolutions"].items())) or "none"
         return (f"openvino {self.precision} on CPU (inference precision {self.ran['inference_precision']}; "
                 f"convolutions: {convs}; {self.ran.get('isa', '?')} kernels)")
+
+
+def ir_source(manifest: Manifest, precision: str) -> str | None:
+    """The ONNX file OpenVINO reads: BF16 is the FP32 file run with inference precision bf16."""
+    return manifest.file_for("onnx", "fp32" if precision == "bf16" else precision)
+
+
+def openvino_present(manifest: Manifest, precision: str) -> tuple[bool, str]:
+    ok, why = openvino_status()
+    if not ok:
+        return ok, why
+    if precision not in INFERENCE_PRECISION:
+        return False, f"OpenVINO here runs {', '.join(INFERENCE_PRECISION)}; {precision} on a CPU runs as fp32"
+    if ir_source(manifest, precision) is None:
+        return False, f"no {precision} ONNX file in the export"
+    if precision == "bf16":
+        gate = manifest.runtime_gate("bf16")
+        if "refused" in gate:
+            return False, f"BF16 was refused at export: {gate['refused']}"
+        if not gate.get("parity", {}).get("passed"):
+            return False, f"BF16 was not gated at export ({gate.get('why', 'export made before BF16 existed')})"
+        return bf16_status()
+    return True, ""
+
+
+def open_openvino(manifest: Manifest, precision: str, options: OpenOptions) -> OpenVinoBackend:
+    name = ir_source(manifest, precision)
+    if name is None:
+        raise InputError(manifest.folder, f"no {precision} ONNX file in the export")
+    return OpenVinoBackend(manifest.verified(name), precision=precision, threads=options.threads)
+
+
+register(BackendSpec("openvino", "cpu", openvino_present, open_openvino, ir_source))

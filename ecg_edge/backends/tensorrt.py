@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.backends.base import Backend
+from ecg_edge.backends.registry import BackendSpec, OpenOptions, register
 from ecg_edge.errors import InputError
-from ecg_edge.gpu import check, cudart, gpu_info, require_tensorrt
+from ecg_edge.gpu import check, cudart, gpu_info, require_tensorrt, tensorrt_status
+from ecg_edge.manifest import Manifest
 from ecg_edge.spec import INPUT_NAME
 
 
@@ -26,10 +28,9 @@ class TensorRTBackend(Backend):
 
     def __init__(self, plan: str | Path, facts: dict[str, Any] | None = None, precision: str = "fp32") -> None:
         super().__init__()
-        self.plan = Path(plan)
+        self.plan = self.path = Path(plan)
         self.facts = facts or {}
         self.precision = precision
-        self.last_compute_s: float | None = None
         self._buffers: list[Any] = []
 
     def _check_built_here(self) -> None:
@@ -128,3 +129,23 @@ class TensorRTBackend(Backend):
         if self.facts.get("tf32"):
             text += ", TF32 allowed"
         return text
+
+
+def engine_file(manifest: Manifest, precision: str) -> str | None:
+    return manifest.file_for("tensorrt", precision)
+
+
+def engine_present(manifest: Manifest, precision: str) -> tuple[bool, str]:
+    if engine_file(manifest, precision) is None:
+        return False, f"no {precision} TensorRT engine in the export (ecg-edge export --engine)"
+    return tensorrt_status()
+
+
+def open_engine(manifest: Manifest, precision: str, options: OpenOptions) -> TensorRTBackend:
+    name = engine_file(manifest, precision)
+    if name is None:
+        raise InputError(manifest.folder, f"no {precision} TensorRT engine in the export (ecg-edge export --engine)")
+    return TensorRTBackend(manifest.verified(name), manifest.entry(name), precision=precision)
+
+
+register(BackendSpec("tensorrt", "gpu", engine_present, open_engine, engine_file))
