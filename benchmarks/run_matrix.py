@@ -172,8 +172,7 @@ def main() -> int:
     missed = [name for name, r in ratios.items() if r["met"] is False]
     base = RESULTS / f"{stamp}-{host}"
     atomic_write_text(base.with_suffix(".md"), "\n".join(lines) + "\n")
-    public = {k: v for k, v in report.items() if k != "_results"}
-    atomic_write_text(base.with_suffix(".json"), json.dumps(public, indent=1))
+    atomic_write_text(base.with_suffix(".json"), json.dumps(report, indent=1))
     print("\n".join(lines))
     if missed:
         print(f"targets missed: {'; '.join(missed)}")

@@ -101,7 +101,7 @@ class EcgDeployment:
         self.classes = list(self.manifest["output"]["classes"])
         self.thresholds = {**self.manifest["thresholds"], **options.thresholds}
         self.output_name = self.manifest["output"]["name"]
-        model_file = getattr(self.backend, "path", None) or getattr(self.backend, "plan", None)
+        model_file = self.backend.path
         entry = self.manifest["files"].get(Path(model_file).name, {}) if model_file else {}
         self.model_sha256 = entry.get("sha256", "")
         self.described = self.backend.describe()

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ecg_edge.backends import GPU_ORDER, open_backend
+from ecg_edge.backends import GPU_ORDER, choose_backend
 from ecg_edge.errors import InputError, MachineError
+from ecg_edge.manifest import Manifest
 from ecg_edge.serve.options import DEFAULT_REQUEST_TIMEOUT_S, ServeOptions
 
 APP_NAME = "ecg-edge"
@@ -24,9 +25,8 @@ def resolve(options: ServeOptions) -> tuple[ServeOptions, str]:
     """Options with `auto` resolved here, once (every replica then opens the same runtime), and why."""
     if options.backend == "keras":
         raise InputError(None, "serve runs exported files: choose an exported backend (keras is the reference)")
-    runner, _ = open_backend(options.export_dir, options.backend, options.precision, threads=options.threads)
-    why = getattr(runner, "choice", "") or ("named" if options.backend != "auto" else "auto")
-    return replace(options, backend=runner.name), why
+    name, why = choose_backend(Manifest.load(options.export_dir), options.backend, options.precision, options.threads)
+    return replace(options, backend=name), why or ("named" if options.backend != "auto" else "auto")
 
 
 def replica_threads(options: ServeOptions, replicas: int) -> int | None:
