@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -35,9 +36,9 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync_path(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -4,26 +4,28 @@ Zenodo's REST API (`/api/records/<id>`) lists each record's files with their siz
 and download link. A download goes to the cache (`$ECG_EDGE_CACHE`, default `~/.cache/ecg-edge`)
 as `<file>.part`, resumed with an HTTP Range request after an interruption; only a file whose size
 and checksum match the record is used, and only content that passes its check (done by the caller:
-the weights load into the network, the tracings have the CODE layout) is moved into the model home.
-A failure leaves the model home as it was.
+the weights load into the network, the tracings have the CODE layout) is moved into the model home
+(staged beside it: `ecg_edge.staging`). A failure leaves the model home as it was; a killed fetch
+leaves a staging folder that the next one removes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ecg_edge.errors import InputError
+from ecg_edge.staging import move_into, staged
 
 DEFAULT_API = "https://zenodo.org/api"
 API_ENV = "ECG_EDGE_ZENODO_API"  # a mirror, or a test server
@@ -200,10 +202,20 @@ def zip_member(archive: Path, wanted: Callable[[str], bool], describe: str, out:
     return out
 
 
-def staging(home: Path) -> Path:
-    """A fresh folder inside the model home (same file system, so moves out of it are renames)."""
+@contextlib.contextmanager
+def home_stage(home: Path) -> Iterator[Path]:
+    """A staging folder inside the model home (same file system, so moves out of it are renames),
+    removed when the block ends; one that a killed fetch left is removed first. On failure the home
+    is left as it was, and removed when this run created it."""
+    home_existed = home.exists()
     home.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".fetch-", dir=home))
+    try:
+        with staged(home, "fetch") as stage:
+            yield stage
+    except BaseException:
+        if not home_existed:
+            shutil.rmtree(home, ignore_errors=True)
+        raise
 
 
 def publish(stage: Path, home: Path, names: list[str], keep_previous: list[str]) -> list[str]:
@@ -218,19 +230,8 @@ def publish(stage: Path, home: Path, names: list[str], keep_previous: list[str])
                 shutil.rmtree(target)
             os.replace(home / name, target)
             moved_aside.append(name)
-    for name in names:
-        target = home / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(stage / name, target)
+    move_into(stage, names, home)
     return moved_aside
-
-
-def discard(stage: Path, home: Path, home_existed: bool) -> None:
-    """Remove the staging folder, and the model home too when this run created it."""
-    shutil.rmtree(stage, ignore_errors=True)
-    if not home_existed:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def remote_file(record: ZenodoRecord, wanted: Callable[[str], bool], offline_ok: bool) -> RemoteFile | None:
@@ -277,9 +278,7 @@ def fetch_code_test(home: Path, from_file: Path | None = None,
 
     record = RECORDS["code-test"]
     source, remote = obtain(record, _is_tracings_source, from_file, progress, log)
-    home_existed = home.exists()
-    stage = staging(home)
-    try:
+    with home_stage(home) as stage:
         folder = stage / CODE_TEST_DIR
         folder.mkdir()
         if source.suffix.lower() == ".zip" or zipfile.is_zipfile(source):
@@ -298,8 +297,4 @@ def fetch_code_test(home: Path, from_file: Path | None = None,
             {"record": record.record, "doi": record.doi, "concept_doi": record.concept_doi, "file": str(source),
              "md5": source_md5(source, remote), "checksum_verified": remote is not None, "exams": n}, indent=1))
         publish(stage, home, [CODE_TEST_DIR], keep_previous=[])
-    except BaseException:
-        discard(stage, home, home_existed)
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
     return home / CODE_TEST_DIR / TRACINGS

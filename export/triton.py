@@ -4,19 +4,20 @@ One model per file: every ONNX file (platform `onnxruntime_onnx`) and every Tens
 (`tensorrt_plan`), each `<name>/config.pbtxt` + `<name>/1/model.*` + `<name>/labels.txt`. Batch size,
 preferred batches and the I/O come from the manifest, so the server batches requests the way the
 files were built and gated. Files are copied after their sha256 is checked; the repository appears
-all at once (written beside, then renamed into place).
+all at once (written into a `.triton-*` staging folder beside it, then renamed into place:
+`ecg_edge.staging`).
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ecg_edge.errors import InputError
 from ecg_edge.manifest import load_manifest, verified_path
 from ecg_edge.spec import BATCH_PROFILE, INPUT_NAME, LEADS, N_SAMPLES
+from ecg_edge.staging import rename_into_place, staged
 
 # How long Triton may hold a request to fill a preferred batch: small next to one batch's latency.
 MAX_QUEUE_DELAY_US = 2000
@@ -94,9 +95,8 @@ def write_triton_repository(
     manifest = load_manifest(export_dir)
     if manifest["input"]["name"] != INPUT_NAME:
         raise InputError(export_dir, f"manifest input {manifest['input']['name']!r} is not {INPUT_NAME!r}")
-    stage = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", dir=repo.parent))
     names = []
-    try:
+    with staged(repo.parent, "triton") as stage:
         for file_name, entry in manifest["files"].items():
             name = model_name(entry)
             source = verified_path(export_dir, manifest, file_name)
@@ -106,10 +106,5 @@ def write_triton_repository(
             (folder / "labels.txt").write_text("\n".join(manifest["output"]["classes"]) + "\n")
             (folder / "config.pbtxt").write_text(config_text(name, entry, manifest, instances, trt_accelerator))
             names.append(name)
-        if repo.exists():
-            repo.rmdir()
-        stage.rename(repo)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        rename_into_place(stage, repo)
     return names

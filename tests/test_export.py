@@ -15,7 +15,8 @@ from conftest import FAST  # noqa: E402
 from ecg_edge.backends.base import infer_all  # noqa: E402
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from ecg_edge.errors import InputError  # noqa: E402
-from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, load_ecgs  # noqa: E402
+from ecg_edge.export.heldout import load_ecgs  # noqa: E402
+from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model  # noqa: E402
 from ecg_edge.gpu import tensorrt_status  # noqa: E402
 from ecg_edge.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.spec import called  # noqa: E402
@@ -133,6 +134,17 @@ def test_failed_gate_writes_nothing(six_export, tmp_path):
     with pytest.raises(ExportGateError, match="FP32 ONNX failed its gate"):
         export_model(load_keras_model(model_path), out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
     assert list(out.iterdir()) == []
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next(six_export, tmp_path):
+    from stale_staging import plant_stale
+
+    model_path, _ = six_export
+    out = tmp_path / "out"
+    killed = plant_stale(out, "export")
+    with pytest.raises(ExportGateError):  # the cheapest export there is: it stops at FP32's gate
+        export_model(load_keras_model(model_path), out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
+    assert not killed.exists() and list(out.iterdir()) == []
 
 
 def test_failed_int8_gate_keeps_the_others(six_export, tmp_path):

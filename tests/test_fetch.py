@@ -198,6 +198,18 @@ def test_complete_part_is_checked_not_requested_again(zenodo, home, tmp_path):
     assert (home / "code-test" / "ecg_tracings.hdf5").read_bytes() == tracings.read_bytes()
 
 
+def test_a_killed_fetchs_staging_folder_is_removed_by_the_next(zenodo, home, tmp_path):
+    from stale_staging import plant_stale
+
+    tracings = write_code_hdf5(tmp_path / "t.h5", np.zeros((2, 4096, 12)))
+    zenodo.files["ecg_tracings.hdf5"] = tracings.read_bytes()
+    zenodo.records["3765780"] = ["ecg_tracings.hdf5"]
+    killed = plant_stale(home, "fetch")
+    result = runner.invoke(app, ["fetch", "code-test"])
+    assert result.exit_code == 0, result.output
+    assert not killed.exists() and sorted(p.name for p in home.iterdir()) == ["code-test"]
+
+
 def test_file_names_from_the_server_stay_in_the_cache(zenodo, home, tmp_path):
     zenodo.files["../escape.hdf5"] = b"data"
     zenodo.records["3765780"] = ["../escape.hdf5"]

@@ -105,7 +105,7 @@ def test_tensorrt_check_opset_range_per_release(tmp_path):
 
 
 def test_trtexec_commands():
-    from ecg_edge.export.pipeline import trtexec_commands
+    from ecg_edge.export.engines import trtexec_commands
 
     lines = trtexec_commands("model.int8.sym.onnx", "int8")
     # strongly typed, as the engines export builds: the file's Q/DQ nodes decide, no precision flags
@@ -127,7 +127,7 @@ def test_stale_staging_removed_live_kept(tmp_path):
     import subprocess
     import sys
 
-    from ecg_edge.export.pipeline import _stale_staging
+    from ecg_edge.staging import remove_stale
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -141,7 +141,7 @@ def test_stale_staging_removed_live_kept(tmp_path):
     old = tmp_path / ".export-ownerless"
     old.mkdir()
     os.utime(old, (0, 0))
-    _stale_staging(tmp_path)
+    remove_stale(tmp_path, "export")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".export-live", ".export-other-host"]
 
 
@@ -170,7 +170,8 @@ def test_held_out_split_ignores_folder_and_order(tmp_path):
     import numpy as np
     from conftest import write_code_hdf5
 
-    from ecg_edge.export.pipeline import ExportOptions, held_out_sets
+    from ecg_edge.export.heldout import held_out_sets
+    from ecg_edge.export.options import ExportOptions
 
     x = np.random.default_rng(0).normal(0, 0.1, size=(30, 4096, 12)).astype(np.float32)
     h5 = write_code_hdf5(tmp_path / "e.h5", x, exam_ids=np.arange(30))
@@ -179,8 +180,28 @@ def test_held_out_split_ignores_folder_and_order(tmp_path):
     relative = os.path.relpath(h5, os.getcwd())
     b = held_out_sets((), [relative], options)
     assert a.n_real == b.n_real == {"calibration": 8, "choice": 11, "gate": 11}
-    for part in ("calibration", "choice", "gate"):
+    for part in ("calibration", "recipe_set", "gate"):
         np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
     # disjoint: no exam in two parts
-    rows = [tuple(r[:4, 0]) for part in ("calibration", "choice", "gate") for r in getattr(a, part)]
+    rows = [tuple(r[:4, 0]) for part in ("calibration", "recipe_set", "gate") for r in getattr(a, part)]
     assert len(rows) == len(set(rows)) == 30
+
+
+def test_names_that_moved_still_import_from_the_pipeline_with_a_warning():
+    import importlib
+
+    from ecg_edge.export import pipeline
+
+    for name, module in pipeline._MOVED.items():
+        with pytest.warns(DeprecationWarning, match=f"pipeline.{name} moved"):
+            moved = getattr(pipeline, name)
+        assert moved is getattr(importlib.import_module(module.__name__), name)
+
+
+def test_held_out_choice_is_the_recipe_set_under_its_old_name():
+    from ecg_edge.export.heldout import HeldOut
+
+    recipe_set = np.zeros((2, 4096, 12), np.float32)
+    sets = HeldOut(np.zeros((1, 4096, 12)), recipe_set, np.zeros((1, 4096, 12)), {}, {})
+    with pytest.warns(DeprecationWarning, match="recipe_set"):
+        assert sets.choice is recipe_set

@@ -100,3 +100,27 @@ def test_repository_target_checked_before_work(six_export, tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
     r = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "e"), "--triton", str(taken)])
     assert r.exit_code == 2 and not (tmp_path / "e").exists()
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next(tmp_path):
+    """No model needed: a manifest naming one file is an export to write a repository from."""
+    import json
+
+    from stale_staging import plant_stale
+
+    from ecg_edge.export.triton import write_triton_repository
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"onnx bytes")
+    classes = ["abnormal"]
+    manifest = {"format": 1, "model": {"kind": "binary"}, "input": {"name": "signal"},
+                "output": {"name": "abnormal", "classes": classes}, "thresholds": {"abnormal": 0.5},
+                "files": {"model.onnx": {"format": "onnx", "precision": "fp32", "variant": "default",
+                                         "sha256": sha256_file(export / "model.onnx")}}}
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    killed = plant_stale(tmp_path, "triton")
+    assert write_triton_repository(export, tmp_path / "repo") == ["ecg_fp32"]
+    assert not killed.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["export", "repo"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["ecg_fp32"]
+    assert _parse(tmp_path / "repo" / "ecg_fp32" / "config.pbtxt").name == "ecg_fp32"

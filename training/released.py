@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from ecg_edge.fetch import RECORDS, discard, obtain, publish, source_md5, staging, zip_member
+from ecg_edge.fetch import RECORDS, home_stage, obtain, publish, source_md5, zip_member
 from ecg_edge.model_info import default_info, info_path
 
 MODEL_FILE = "model.keras"
@@ -35,9 +34,7 @@ def fetch_weights(home: Path, seed: int | None = None, from_file: Path | None = 
 
     record = RECORDS["weights"]
     archive, remote = obtain(record, lambda key: key.lower().endswith(".zip"), from_file, progress, log)
-    home_existed = home.exists()
-    stage = staging(home)
-    try:
+    with home_stage(home) as stage:
         member = "model.hdf5" if seed is None else f"model_{seed}.hdf5"
         weights = zip_member(archive, _member_name(seed), member, stage / "released.hdf5")
         model = load_ribeiro_weights(weights)  # InputError naming the first layer that does not fit
@@ -51,8 +48,4 @@ def fetch_weights(home: Path, seed: int | None = None, from_file: Path | None = 
                         keep_previous=[MODEL_FILE, info_path(MODEL_FILE).name, "export"])
         if aside:
             log(f"moved the previous {', '.join(aside)} to {home / 'previous'}")
-    except BaseException:
-        discard(stage, home, home_existed)
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
     return home / MODEL_FILE
