@@ -45,8 +45,9 @@ def outputs(path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
 def main(argv: list[str] | None = None) -> int:
     import onnx
 
+    from ecg_edge.export.heldout import held_out_sets
     from ecg_edge.export.onnx_export import keras_to_onnx
-    from ecg_edge.export.pipeline import ExportOptions, held_out_sets
+    from ecg_edge.export.pipeline import ExportOptions
     from ecg_edge.export.precision import Int8Recipe, preprocess_for_quantization, quantize_int8
     from ecg_edge.training.models import load_keras_model
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32, _ = keras_to_onnx(loaded.model, folder / "model.onnx", loaded.info["task"])
         prepared = preprocess_for_quantization(fp32, folder / "prepared.onnx")
         with OnnxRuntimeBackend(fp32) as runner:
-            ref_choice, ref_gate = infer_all(runner, sets.choice, 32), infer_all(runner, sets.gate, 32)
+            ref_choice, ref_gate = infer_all(runner, sets.recipe_set, 32), infer_all(runner, sets.gate, 32)
             start = time.perf_counter()
             infer_all(runner, sets.gate, 32)
             fp32_ms = (time.perf_counter() - start) * 1e3 / len(sets.gate)
@@ -83,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             parity = compare(ref, out, thresholds, "fp32", classes=classes)
             return parity.exam_agreement, parity.max_abs_diff, ms
 
-        plain = agreement(base, sets.choice, ref_choice, "plain")
+        plain = agreement(base, sets.recipe_set, ref_choice, "plain")
         print(f"plain INT8 on the choice set: {plain[0]:.1%}", flush=True)
         gains = []
         for k, name in enumerate(candidates):
-            got = agreement(replace(base, float_names=(name,)), sets.choice, ref_choice, f"one-{k}")
+            got = agreement(replace(base, float_names=(name,)), sets.recipe_set, ref_choice, f"one-{k}")
             gains.append((got[0] - plain[0], name))
             print(f"  {name} in float: {got[0]:.1%} ({got[0] - plain[0]:+.1%})", flush=True)
         gains.sort(reverse=True)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for _gain, name in gains[: args.top]:
             chosen.append(name)
             recipe = replace(base, float_names=tuple(chosen))
-            choice = agreement(recipe, sets.choice, ref_choice, f"top-{len(chosen)}")
+            choice = agreement(recipe, sets.recipe_set, ref_choice, f"top-{len(chosen)}")
             rows.append((len(chosen), recipe, choice))
             print(f"top {len(chosen)} in float: choice {choice[0]:.1%}", flush=True)
         best = max(rows, key=lambda row: (row[2][0], -row[0]))

@@ -35,7 +35,7 @@ def test_evaluate_export_on_real_records_side_by_side(six_export, tmp_path):
     thresholds = np.array([fp32["thresholds"][c] for c in CLASSES])
     from ecg_edge.backends import open_backend
     from ecg_edge.backends.base import infer_all
-    from ecg_edge.export.pipeline import load_ecgs
+    from ecg_edge.export.heldout import load_ecgs
     from ecg_edge.spec import called
 
     x, _ = load_ecgs(labelled)

@@ -350,7 +350,7 @@ def test_timing_cache_reused_and_a_foreign_one_replaced(request, tmp_path):
     if not usable:
         pytest.skip(reason)
     export = request.getfixturevalue("gpu_export")
-    from ecg_edge.export.pipeline import ONNX_NAMES
+    from ecg_edge.export.options import ONNX_NAMES
     from ecg_edge.export.tensorrt_engine import build_engine, timing_cache_name
 
     caches = tmp_path / "caches"
@@ -388,7 +388,7 @@ def test_dla_engine_is_static_and_says_where_its_layers_run(request, tmp_path):
         pytest.skip("this device has no DLA")
     export = request.getfixturevalue("gpu_export")
     from ecg_edge.backends.tensorrt import TensorRTBackend
-    from ecg_edge.export.pipeline import ONNX_NAMES
+    from ecg_edge.export.options import ONNX_NAMES
     from ecg_edge.export.tensorrt_engine import build_engine
     from ecg_edge.synthetic import synthesize
 
