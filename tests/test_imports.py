@@ -141,7 +141,8 @@ MOVED = {"ecg_edge.bench": {"cpu_model": "ecg_edge.host", "package_versions": "e
                             **dict.fromkeys(("MAX_TABLE_ROWS", "check_output_path", "merge_results", "results_table",
                                              "write_results"), "ecg_edge.results")},
          "ecg_edge.cli": {"resolve_export_dir": "ecg_edge.home", "check_report_dir": "ecg_edge.report",
-                          "parse_thresholds": "ecg_edge.request"}}
+                          "parse_thresholds": "ecg_edge.request", "infer": "ecg_edge.cli.running",
+                          "bench": "ecg_edge.cli.machine", "ScaleOption": "ecg_edge.cli.options"}}
 
 
 def test_moved_names_still_import_with_a_warning():
