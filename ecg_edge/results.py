@@ -95,6 +95,9 @@ class ResultSchema:
 
 @dataclass
 class InferenceRun(ExamColumns):
+    """What a run found: each exam read, its probabilities (a row per exam, a column per class), the
+    thresholds that call findings, what was skipped and why, what ran and how long it took."""
+
     classes: list[str]
     thresholds: dict[str, float]
     exams: list[Exam] = field(default_factory=list)
