@@ -1,14 +1,14 @@
 """Quality flags on the real recordings of ../shared/data/real: false alarms and faults found.
 
 1. Every recording listed in `labels.csv` (LUDB and CinC 2021 WFDB records, CODE-test exams 0-79 in
-   one HDF5 file) is read the way `ecg-edge infer` reads it (`ecg_edge.infer.iter_exams` with
+   one HDF5 file) is read the way `ecg-edge infer` reads it (`ecg_edge.exams.iter_exams` with
    `ReadOptions(assess=True)`), and every flag raised is listed with its measured value against its
    threshold. These are clinical ECGs, so each flag is a candidate false alarm; `REVIEW` holds what a
    person concluded from looking at the recording (a real fault, or a false alarm). A flag nobody
    reviewed counts as a false alarm.
 2. Each fault a flag is meant to catch is put into a copy of every recording (its 12 leads in mV at
    its own rate, as read) at a realistic size, and the copy goes through the rest of infer's path
-   (`prepare` then `assess` for files, `_hdf5_exam` for CODE exams): faults found / injected, and
+   (`prepare` then `assess` for files, `read_code_exam` for CODE exams): faults found / injected, and
    the other flags each fault raised that the clean recording did not. The same path with no fault
    must give back the flags of step 1 (checked, `path_mismatches`).
 3. A table per flag and per fault on stdout, and `--out` .md and .json with every number and the
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ecg_edge import quality  # noqa: E402
-from ecg_edge.infer import Exam, ReadOptions, _hdf5_exam, iter_exams  # noqa: E402
+from ecg_edge.exams import Exam, ReadOptions, iter_exams, read_code_exam  # noqa: E402
 from ecg_edge.preprocess import center_fit, prepare  # noqa: E402
 from ecg_edge.recording import Recording  # noqa: E402
 from ecg_edge.spec import LEADS  # noqa: E402
@@ -236,7 +236,7 @@ def flags_of(trace: np.ndarray, fs: float, exam: Exam) -> list[dict[str, Any]]:
     """infer's flags for these 12 leads (mV, at `fs`): as a CODE exam for HDF5 sources, else as a file."""
     if Path(exam.source).suffix in (".h5", ".hdf5"):
         x = center_fit(np.asarray(trace, np.float32))  # CODE layout: centre-padded to 4096 samples
-        return _hdf5_exam(exam.id, Path(exam.source), x, ReadOptions()).quality
+        return read_code_exam(exam.id, Path(exam.source), x, ReadOptions())[0].quality
     p = prepare(Recording(trace, fs, LEADS, "mV", id=exam.id))
     return [f.as_dict() for f in quality.assess(p.signal, p.stored, p.fs, p.pad_samples)]
 

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.atomic_files import atomic_write_text
-from ecg_edge.infer import Exam, ReadOptions, iter_exams, run_inference
+from ecg_edge.exams import Exam, ReadOptions, iter_exams
+from ecg_edge.infer import run_inference
 from ecg_edge.measure import method as measurement_method
 from ecg_edge.spec import CLASSES as SPEC_CLASSES
 from ecg_edge.training.labels import labelled_files, match_records, read_record_labels

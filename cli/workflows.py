@@ -36,10 +36,11 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
     from ecg_edge.bench import bench_table, run_matrix
     from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, export_table
     from ecg_edge.home import home_export_dir, home_model_path, model_home
-    from ecg_edge.infer import results_table, run_inference, write_results
+    from ecg_edge.infer import run_inference
     from ecg_edge.manifest import find_file, load_manifest
     from ecg_edge.progress import progress_bar
     from ecg_edge.readers import hdf5_exam_count
+    from ecg_edge.results import results_table, write_results
     from ecg_edge.synthetic import summarize_labels, write_synthetic_set
     from ecg_edge.training.evaluate import evaluate as run_evaluation
     from ecg_edge.training.evaluate import write_report

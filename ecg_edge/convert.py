@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ecg_edge.atomic_files import atomic_target
 from ecg_edge.errors import InputError
-from ecg_edge.infer import ReadOptions, iter_batches
+from ecg_edge.exams import ReadOptions, iter_batches
 from ecg_edge.readers import expand_inputs
 from ecg_edge.spec import HDF5_SUFFIXES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
 

@@ -81,6 +81,55 @@ def bf16_in_export(manifest: dict[str, Any]) -> str:
     return f"refused: {entry.get('refused') or 'failed its gate'}"
 
 
+def doctor_lines(report: dict[str, Any]) -> list[str]:
+    """`diagnose`'s report for a terminal, but for `auto_table`: one line per fact."""
+    cpu, bf16, nvidia = report["cpu"], report["bf16"], report["nvidia"]
+    lines = [
+        f"CPU: {cpu['model']} ({cpu['cores']} cores, {cpu['machine']}): "
+        f"{', '.join(cpu['isa']) or 'no AVX2/AVX-512/NEON reported'}",
+        "runtimes: " + (", ".join(f"{k} {v}" for k, v in report["runtimes"].items()) or "none"),
+        *(f"  onnxruntime {provider}: {state}" for provider, state in report["onnxruntime_providers"].items()),
+        f"BF16 (OpenVINO) offered by the CPU: {'yes' if bf16['usable'] else 'no, ' + bf16['why']}",
+    ]
+    if "export" in bf16:
+        lines.append(f"BF16 in this export: {bf16['export']}")
+    lines.append(f"TensorRT: {report['tensorrt']['why']}")
+    if "missing" in nvidia:
+        lines.append(f"NVIDIA: {nvidia['missing']}")
+    else:
+        lines.append(f"NVIDIA driver {nvidia['driver']} (CUDA {nvidia['cuda_driver_api'] or '?'}); "
+                     + ", ".join(f"{g['name']} (sm {g['compute_capability']}, {g['memory_gib']} GiB)"
+                                 for g in nvidia["gpus"]))
+    if "jetson" in report:
+        j = report["jetson"]
+        clocks = {True: "pinned (jetson_clocks)", False: "not pinned", None: "unknown"}[j["jetson_clocks"]]
+        lines.append(f"Jetson: L4T {j['l4t']}, JetPack {j['jetpack'] or '?'}, power mode {j['power_mode'] or '?'}, "
+                     f"clocks {clocks}")
+    if "note" in report["auto"]:
+        lines.append(f"auto: {report['auto']['note']}")
+    return lines
+
+
+def auto_table(report: dict[str, Any]) -> Any:
+    """What `auto` takes for each precision of the export, and why each other backend is out (None
+    without an export)."""
+    from rich import box
+    from rich.table import Table
+
+    auto = report["auto"]
+    if "note" in auto:
+        return None
+    table = Table(title=f"auto for {auto['export']}", box=box.SIMPLE_HEAD)
+    for column in ("precision", "takes", "why", "others out"):
+        table.add_column(column, overflow="fold")
+    for precision, entry in auto.items():
+        if precision == "export":
+            continue
+        out = "; ".join(f"{k}: {v}" for k, v in entry["out"].items())
+        table.add_row(precision, entry.get("picks", "-"), entry.get("why", "nothing can run it"), out)
+    return table
+
+
 if not TYPE_CHECKING:  # hidden from mypy, which then flags the old spellings in this repository
     from ecg_edge.deprecation import moved_names
 

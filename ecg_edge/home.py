@@ -19,3 +19,13 @@ def home_model_path() -> Path:
 def home_export_dir() -> Path:
     """The export folder that `export` writes and `infer`/`bench` read."""
     return model_home() / "export"
+
+
+def resolve_export_dir(model: Path | None) -> Path:
+    """The export folder given, or the model home's; InputError where it holds no manifest."""
+    from ecg_edge.errors import InputError
+
+    export_dir = model or home_export_dir()
+    if not (export_dir / "manifest.json").exists():
+        raise InputError(export_dir, "no export here: run `ecg-edge export` (or `ecg-edge demo`) first")
+    return export_dir

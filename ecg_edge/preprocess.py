@@ -72,7 +72,8 @@ def _select_leads(
 
 
 def to_millivolts(signal: np.ndarray, units: str | tuple[str, ...], source: str | None = None) -> np.ndarray:
-    """Scale each column to millivolts from its physical unit."""
+    """Scale each column to millivolts from its physical unit (a signal in millivolts is returned as it is,
+    in its own dtype)."""
     per_column = (units,) * signal.shape[1] if isinstance(units, str) else units
     factors = []
     for unit in per_column:
@@ -80,6 +81,8 @@ def to_millivolts(signal: np.ndarray, units: str | tuple[str, ...], source: str 
         if factor is None:
             raise InputError(source, f"unknown signal units {unit!r} (expected V, mV or uV)")
         factors.append(factor)
+    if all(factor == 1.0 for factor in factors):
+        return signal
     return signal * np.asarray(factors)
 
 
@@ -135,16 +138,26 @@ def fit_summary(length: int, n: int = N_SAMPLES) -> dict[str, int]:
     return {"padded_before": before, "padded_after": n - length - before, "cropped_before": 0, "cropped_after": 0}
 
 
-def prepare(recording: Recording, scale: float = 1.0) -> Prepared:
+def _placed(length: int, padding: tuple[int, int], n: int = N_SAMPLES) -> dict[str, int]:
+    """fit_summary's form for a recording that came with its zeros (before, after) already counted."""
+    before, after = padding
+    if before < 0 or after < 0 or before + length + after != n:
+        raise ValueError(f"padding {padding} does not bring {length} samples to {n}")
+    return {"padded_before": before, "padded_after": after, "cropped_before": 0, "cropped_after": 0}
+
+
+def prepare(recording: Recording, scale: float = 1.0, padding: tuple[int, int] | None = None) -> Prepared:
     """Bring a recording to the model's input: (4096, 12) float32, millivolts, 400 Hz, model lead order.
 
     Leads are picked and ordered by name (aliases allowed; missing limb leads derived from any two
     of I, II, III), converted to millivolts, multiplied by `scale` (to correct a source's
     convention), checked for NaN/inf (the 12 leads only: other channels are ignored), resampled to
-    400 Hz with `scipy.signal.resample_poly`, then centre-padded or centre-cropped.
+    400 Hz with `scipy.signal.resample_poly`, then centre-padded or centre-cropped. `padding`:
+    (zeros before, zeros after) of a recording stored padded already (a CODE-layout exam, handed
+    over without those zeros): they are put back where they were instead of centring.
     """
     source = recording.source or recording.id or None
-    if recording.signal.shape[0] == 0:
+    if recording.signal.shape[0] == 0 and padding is None:
         raise InputError(source, "recording has no samples")
     if not recording.fs or recording.fs <= 0 or not np.isfinite(recording.fs):
         raise InputError(source, f"invalid sampling rate {recording.fs}")
@@ -157,7 +170,7 @@ def prepare(recording: Recording, scale: float = 1.0) -> Prepared:
     stored, derived = _select_leads(signal, tuple(recording.leads[i] for i in keep), source)
     check_finite(stored, source)
     resampled = resample_to_400hz(stored, recording.fs)
-    fit = fit_summary(resampled.shape[0])
+    fit = fit_summary(resampled.shape[0]) if padding is None else _placed(resampled.shape[0], padding)
     unpadded = resampled[fit["cropped_before"]:resampled.shape[0] - fit["cropped_after"]]
     ratio = Fraction(SAMPLING_RATE_HZ) / Fraction(recording.fs).limit_denominator(1000)
     provenance = {
@@ -175,8 +188,9 @@ def prepare(recording: Recording, scale: float = 1.0) -> Prepared:
         **fit,
         "scale": scale,
     }
+    x = np.pad(unpadded, ((fit["padded_before"], fit["padded_after"]), (0, 0)))
     return Prepared(
-        x=np.ascontiguousarray(center_fit(resampled), dtype=np.float32), stored=stored, fs=float(recording.fs),
+        x=np.ascontiguousarray(x, dtype=np.float32), stored=stored, fs=float(recording.fs),
         signal=unpadded, pad_samples=fit["padded_before"] + fit["padded_after"], provenance=provenance,
     )
 

@@ -19,11 +19,11 @@ from typing import Any, cast  # cast: Ray's stubs type a batch function with one
 import numpy as np
 
 from ecg_edge.errors import InputError
-from ecg_edge.infer import Exam, InferenceRun, ReadOptions, iter_exams
-from ecg_edge.measure import COLUMNS as MEASUREMENT_COLUMNS
+from ecg_edge.exams import Exam, ReadOptions, iter_exams
 from ecg_edge.measure import NOT_MEASURED, Measurements
 from ecg_edge.readers import expand_inputs, hdf5_exam_count, is_hdf5
-from ecg_edge.spec import LEADS, N_SAMPLES
+from ecg_edge.results import ID, SOURCE, InferenceRun, ResultSchema, findings_of
+from ecg_edge.spec import LEADS, N_SAMPLES, SAMPLING_RATE_HZ
 
 # Exams per read task: bounds a worker's memory (256 x 4096 x 12 float32 = 50 MB) whatever the input.
 UNIT_EXAMS = 256
@@ -82,11 +82,11 @@ class _Predictor:
 
     def __init__(self, export_dir: str, backend: str, precision: str, threads: int | None) -> None:
         from ecg_edge.backends import open_backend
+        from ecg_edge.infer import model_sha256
 
         self.runner, self.manifest = open_backend(Path(export_dir), backend, precision, threads=threads)
         self.runner.activate()
-        model_file = getattr(self.runner, "path", None) or getattr(self.runner, "plan", None)
-        self.sha256 = self.manifest["files"].get(Path(model_file).name, {}).get("sha256", "") if model_file else ""
+        self.sha256 = model_sha256(self.runner, self.manifest)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error"] == ""
@@ -100,28 +100,20 @@ class _Predictor:
 
 
 def _flatten(batch: dict[str, np.ndarray], classes: list[str], thresholds: dict[str, float]) -> dict[str, Any]:
-    """Predictions as table columns: exam id, source, one column per class, findings, flags, error."""
+    """Predictions as table columns (`ResultSchema`), and the reason where an exam could not be read."""
     probabilities = np.asarray(batch["probabilities"], dtype=np.float32)
-    cut = np.array([thresholds[c] for c in classes], dtype=np.float32)
-    metas = [json.loads(m) for m in batch["meta"]]
-    out: dict[str, Any] = {"exam_id": batch["exam_id"], "source": np.array([m.get("source", "") for m in metas],
-                                                                            dtype=object)}
-    for k, c in enumerate(classes):
-        out[c] = probabilities[:, k]
-    out["findings"] = np.array([";".join(c for c, on in zip(classes, row > cut, strict=True) if on)
-                                for row in probabilities], dtype=object)
-    out["quality"] = np.array([";".join(q["flag"] for q in m.get("quality", [])) for m in metas], dtype=object)
-    measured = [_measurements(m).columns() for m in metas]
-    for column in MEASUREMENT_COLUMNS:
-        out[column] = np.array([row[column] for row in measured], dtype=object)
-    out["error"] = batch["error"]
-    return out
+    exams = [_exam(str(i), json.loads(m)) for i, m in zip(batch["exam_id"], batch["meta"], strict=True)]
+    columns = ResultSchema(tuple(classes)).arrays(exams, probabilities, findings_of(classes, thresholds, probabilities))
+    return {**columns, "error": batch["error"]}
 
 
-def _measurements(meta: dict[str, Any]) -> Measurements:
-    """An exam's measurements as a worker sent them (JSON: the leads come back as a list)."""
-    facts = meta.get("measurements")
-    return Measurements(**{**facts, "leads": tuple(facts["leads"])}) if facts else NOT_MEASURED
+def _exam(exam_id: str, facts: dict[str, Any]) -> Exam:
+    """An exam as a worker sent it (JSON: the leads of its measurements come back as a list)."""
+    measured = facts.get("measurements")
+    exam = Exam(exam_id, facts.get("source", ""), tuple(facts.get("statements", ())),
+                facts.get("quality", []), facts.get("provenance", {}), fs=facts.get("fs", SAMPLING_RATE_HZ))
+    exam.measurements = Measurements(**{**measured, "leads": tuple(measured["leads"])}) if measured else NOT_MEASURED
+    return exam
 
 
 def run_inference_ray(
@@ -189,11 +181,7 @@ def _collect(dataset: Any, run: InferenceRun, classes: list[str]) -> None:
             if error:
                 run.skipped.append(str(error))
                 continue
-            facts = json.loads(meta)
-            exam = Exam(str(exam_id), facts["source"], tuple(facts["statements"]), fs=facts["fs"])
-            exam.quality, exam.provenance = facts["quality"], facts["provenance"]
-            exam.measurements = _measurements(facts)
-            run.exams.append(exam)
+            run.exams.append(_exam(str(exam_id), json.loads(meta)))
         outputs.append(np.asarray(block["probabilities"])[ok])
         if ok.any():
             run.backend = f"ray: {block['backend'][ok][0]}"
@@ -207,11 +195,10 @@ def _collect_parquet(dataset: Any, parquet: Path, run: InferenceRun, classes: li
 
     dataset.map_batches(cast(Any, _flatten), batch_size=None,
                         fn_kwargs={"classes": classes, "thresholds": run.thresholds}).write_parquet(str(parquet))
-    table = pyarrow.dataset.dataset(str(parquet), format="parquet").to_table(
-        columns=["exam_id", "source", "error", *classes])
+    table = pyarrow.dataset.dataset(str(parquet), format="parquet").to_table(columns=[ID, SOURCE, "error", *classes])
     errors = table.column("error").to_pylist()
     ok = np.array([not e for e in errors], dtype=bool)
     run.skipped += [e for e in errors if e]
     run.exams = [Exam(str(i), str(src)) for i, src, good in zip(
-        table.column("exam_id").to_pylist(), table.column("source").to_pylist(), ok, strict=True) if good]
+        table.column(ID).to_pylist(), table.column(SOURCE).to_pylist(), ok, strict=True) if good]
     run.probabilities = np.stack([table.column(c).to_numpy() for c in classes], axis=1)[ok].astype(np.float32)

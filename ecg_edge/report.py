@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.atomic_files import atomic_write
+from ecg_edge.errors import InputError
 from ecg_edge.measure import NOT_MEASURED, Measurements
 from ecg_edge.spec import DISCLAIMER, LEADS, describe_finding
 
@@ -35,6 +36,7 @@ COLUMN_S = 2.5
 RHYTHM_S = 10.0
 PNG_DPI = 150
 THUMB_WIDTH_PX = 480
+INDEX = "index.html"
 LAYOUT: tuple[tuple[str, ...], ...] = (
     ("DI", "DII", "DIII"), ("AVR", "AVL", "AVF"), ("V1", "V2", "V3"), ("V4", "V5", "V6"),
 )
@@ -305,6 +307,14 @@ img { width: 240px; display: block; } .note { color: #555; font-size: 90%; max-w
 """
 
 
+def check_report_dir(folder: Path) -> None:
+    """Before any work: the report folder can be made (its parent exists) and is not a file."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "report folder is a file")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise InputError(folder.parent, "folder does not exist (the report folder's parent)")
+
+
 def write_index(folder: Path, rows: list[dict[str, Any]], classes: list[str], thresholds: dict[str, float],
                 flags: tuple[str, ...], title: str = "ECG report") -> Path:
     """index.html: one row per exam (thumbnail linking to its sheet, id, probabilities, findings, flags),
@@ -351,7 +361,7 @@ def write_index(folder: Path, rows: list[dict[str, Any]], classes: list[str], th
 <script>{_INDEX_SCRIPT}</script>
 </body></html>
 """
-    path = folder / "index.html"
+    path = folder / INDEX
     atomic_write(path, lambda f: f.write(page))
     return path
 

@@ -225,7 +225,7 @@ def test_machine_failure_exits_3(tmp_path, monkeypatch):
     def no_cudnn(*args, **kwargs):
         raise MachineError("CUDAExecutionProvider on model.onnx", "libcudnn.so.9: cannot open shared object file")
 
-    monkeypatch.setattr("ecg_edge.cli.resolve_export_dir", no_cudnn)
+    monkeypatch.setattr("ecg_edge.home.resolve_export_dir", no_cudnn)
     result = CliRunner().invoke(app, ["infer", str(tmp_path / "x.h5")])
     assert result.exit_code == 3 and "libcudnn.so.9" in result.output and "Traceback" not in result.output
 

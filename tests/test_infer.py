@@ -101,9 +101,10 @@ def test_csv_and_json_round_trip(six_export, tmp_path):
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     doc = json.loads(json_path.read_text())
-    assert list(rows[0].keys()) == ["exam_id", *CLASSES, "findings", "quality", *MEASUREMENT_COLUMNS]
+    assert list(rows[0].keys()) == ["exam_id", "source", *CLASSES, "findings", "quality", *MEASUREMENT_COLUMNS]
     assert [r["exam_id"] for r in rows] == [str(i) for i in range(1000, 1020)]
     assert [e["exam_id"] for e in doc["exams"]] == [r["exam_id"] for r in rows]
+    assert {r["source"] for r in rows} == {e["source"] for e in doc["exams"]} == {str(h5)}
     assert doc["model_sha256"] == result.manifest["files"]["model.onnx"]["sha256"]
     assert doc["precision"] == "fp32" and "CPUExecutionProvider" in doc["backend"]
     assert doc["thresholds"] == result.manifest["thresholds"]

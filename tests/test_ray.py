@@ -99,5 +99,7 @@ def test_parquet_written_by_the_workers(cluster, inputs, tmp_path):
         want = expected[row["exam_id"]]
         assert abs(row["AF"] - float(want["AF"])) < 1e-6
         assert row["findings"] == want["findings"] and row["quality"] == want["quality"] and row["error"] == ""
+        assert row["source"] == want["source"] == str(files[2])
+    assert list(table[0]) == [*expected[table[0]["exam_id"]], "error"]  # the columns of the CSV, in its order
     r = run_cli("infer", str(files[2]), "--model", str(export), "-o", str(tmp_path / "x.parquet"))
     assert r.exit_code == 2 and "--ray" in r.output

@@ -166,7 +166,10 @@ def test_infer_report_option_draws_the_same_sheets(tmp_path):
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (out / "sheets").iterdir()) == [
         "HR06000.png", "HR06000.svg", "JS00001.png", "JS00001.svg"]
-    assert "JS00001" in (out / "index.html").read_text()
+    index = (out / "index.html").read_text()
+    assert "JS00001" in index
+    for name in ("HR06000.hea", "JS00001.hea"):  # every exam's source file, in a column of its own
+        assert f'data-source="{html.escape(str(SHARED_WFDB / name))}"' in index
     svg = (out / "sheets" / "HR06000.svg").read_text()
     assert re.search(r"Heart rate \d+ bpm", svg) if available() else html.escape(INSTALL_HINT) in svg
     for exam in json.loads((tmp_path / "r.json").read_text())["exams"]:  # with sheets, PR and QT too

@@ -23,7 +23,7 @@ from conftest import SHARED_WFDB, needs_shared, write_code_hdf5
 from hostile import BILLION_LAUGHS, EXTERNAL_ENTITY
 from test_infer import tiny_export
 
-from ecg_edge.infer import ReadOptions
+from ecg_edge.exams import ReadOptions
 from ecg_edge.serve import kserve
 from ecg_edge.serve.bodies import BodyError, Upload, read_uploads
 from ecg_edge.spec import LEADS, N_SAMPLES

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ecg_edge.errors import InputError
-from ecg_edge.spec import LEADS, N_SAMPLES
+from ecg_edge.quality import unpadded_span
+from ecg_edge.recording import Recording
+from ecg_edge.spec import LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
 
 # Exams read from an HDF5 file at a time: bounds memory whatever the file's size.
 HDF5_CHUNK_EXAMS = 256
@@ -89,3 +91,13 @@ def _id_text(value: object) -> str:
     if isinstance(value, np.generic):
         return str(value.item())
     return str(value)
+
+
+def code_exam_recording(exam_id: str, path: str | Path, x: np.ndarray) -> tuple[Recording, tuple[int, int]]:
+    """One exam of a CODE-layout file as a Recording of what was recorded (400 Hz, model lead order),
+    without the rows of zeros stored at either end, and how many there were (before, after):
+    `preprocess.prepare(recording, padding=...)` puts them back where they were."""
+    start, stop = unpadded_span(x)
+    recording = Recording(x[start:stop], float(SAMPLING_RATE_HZ), LEADS, UNITS, id=exam_id, source=str(path),
+                          format="hdf5")
+    return recording, (start, N_SAMPLES - stop)

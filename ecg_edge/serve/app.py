@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 
 from ecg_edge.backends import open_backend
 from ecg_edge.errors import InputError
-from ecg_edge.infer import InferenceRun, ReadOptions, results_document
+from ecg_edge.exams import ReadOptions
+from ecg_edge.results import InferenceRun, results_document
 from ecg_edge.serve import kserve
 from ecg_edge.serve.bodies import MAX_FILES, BodyError, Upload, read_uploads
 from ecg_edge.serve.options import ServeOptions

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ecg_edge.errors import InputError
-from ecg_edge.infer import Exam, ReadOptions, iter_exams
+from ecg_edge.exams import Exam, ReadOptions, iter_exams
 from ecg_edge.readers import UnknownFormat, format_of
 
 log = logging.getLogger("ecg_edge.serve")

@@ -1,0 +1,85 @@
+"""The Typer application every command module registers on, its consoles, and the one place where
+errors become exit codes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ecg_edge.errors import GateError, InputError, MachineError
+
+# TensorFlow's C++ logging drowns the CLI's output; users can still raise it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+app = typer.Typer(
+    name="ecg-edge",
+    help="The Ribeiro et al. 12-lead ECG network from training to the edge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def log(line: str) -> None:
+    """A line on stderr, as written (no markup, no highlighting): progress notes, skips, warnings."""
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def say(line: str) -> None:
+    """A line on stdout, as written: what a command did."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+# Path parameters are declared readable=False: click's own check of an unreadable path prints a
+# usage box, while the commands' checks name the file in one line with exit code 2.
+def user_errors(fn: F) -> F:
+    """A failed gate: exit code 1 with its numbers; bad input: exit code 2; a machine that cannot run
+    the work: exit code 3; one line on stderr each time (`--debug` shows the traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (GateError, InputError, MachineError) as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            code, prefix = next(v for t, v in EXIT_CODES.items() if isinstance(exc, t))
+            err_console.print(f"{prefix}: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Error type -> (exit code, how its line starts); docs/architecture.md, "Exit codes".
+EXIT_CODES: dict[type[Exception], tuple[int, str]] = {
+    GateError: (1, "error"), InputError: (2, "error"), MachineError: (3, "error (this machine)"),
+}
+
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """Register a command on the app, its errors turned into exit codes by `user_errors`."""
+
+    def register(fn: F) -> F:
+        wrapped = user_errors(fn)
+        app.command(name)(wrapped)
+        return wrapped
+
+    return register
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+) -> None:
+    _state["debug"] = debug
