@@ -15,6 +15,7 @@ from ecg_edge.cli.options import (
     FsOption,
     KeepGoingOption,
     LeadsOption,
+    MeasureOption,
     ModelOption,
     PrecisionOption,
     RecordingsArgument,
@@ -29,12 +30,15 @@ if TYPE_CHECKING:
 
 
 def read_options(scale: float, fs: float | None, leads: str | None, keep_going: bool,
-                 shard: str | None = None) -> ReadOptions:
+                 shard: str | None = None, measure: str = "auto") -> ReadOptions:
     """How to read, from the reading options infer and report share."""
-    from ecg_edge.exams import ReadOptions, parse_shard
+    from ecg_edge.errors import InputError
+    from ecg_edge.exams import MEASURE_LEVELS, ReadOptions, parse_shard
 
+    if measure not in MEASURE_LEVELS:
+        raise InputError(None, f"--measure {measure!r}: choose from {', '.join(MEASURE_LEVELS)}")
     return ReadOptions(scale=scale, fs=fs, leads=split_list(leads) if leads else None, keep_going=keep_going,
-                       shard=parse_shard(shard) if shard else None)
+                       shard=parse_shard(shard) if shard else None, measure=measure)
 
 
 def load_reference(backends: list[str]) -> None:
@@ -58,6 +62,7 @@ def infer(
     leads: LeadsOption = None,
     threads: ThreadsOption = None,
     keep_going: KeepGoingOption = False,
+    measure: MeasureOption = "auto",
     cuda_graph: CudaGraphOption = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also draw each exam's 12-lead sheet and an "
                                                 "index.html into this folder.", readable=False)] = None,
@@ -78,7 +83,7 @@ def infer(
     request = InferRequest(
         tuple(recordings), model=model, backend=backend, precision=precision, batch=batch,
         thresholds=tuple(threshold or ()), threads=threads, cuda_graph=cuda_graph,
-        read=read_options(scale, fs, leads, keep_going, shard), output=output, report=report,
+        read=read_options(scale, fs, leads, keep_going, shard, measure), output=output, report=report,
         ray=RayOptions(ray_address, ray_actors) if ray or ray_address else None)
     load_reference([backend])
     run = run_request(request, log=log)
@@ -118,6 +123,7 @@ def report(
     leads: LeadsOption = None,
     threads: ThreadsOption = None,
     keep_going: KeepGoingOption = False,
+    measure: MeasureOption = "auto",
 ) -> None:
     """A 12-lead sheet per exam (PNG and SVG, with findings and quality flags) and a browsable index.html."""
     from ecg_edge.report import INDEX
@@ -125,7 +131,8 @@ def report(
 
     request = InferRequest(
         tuple(recordings), model=model, backend=backend, precision=precision, batch=batch,
-        thresholds=tuple(threshold or ()), threads=threads, read=read_options(scale, fs, leads, keep_going),
+        thresholds=tuple(threshold or ()), threads=threads,
+        read=read_options(scale, fs, leads, keep_going, measure=measure),
         report=out)
     load_reference([backend])
     run = run_request(request, log=log)

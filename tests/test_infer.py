@@ -471,3 +471,16 @@ def test_folder_where_a_file_is_expected_exit_2(tmp_path):
     (tmp_path / "m.json").mkdir()
     r = run_cli("merge", str(tmp_path / "m.json"), "-o", str(tmp_path / "merged.json"))
     assert r.exit_code == 2 and "m.json" in r.output and "no such file" in r.output
+
+
+def test_measure_option_sets_the_level(tmp_path):
+    """`--measure off` leaves every measurement empty, saying so; an unknown level is exit 2 before any work."""
+    export = tiny_export(tmp_path / "tiny")
+    h5, _ = _known_rate_set(tmp_path / "rates.h5")
+    out = tmp_path / "off.json"
+    r = run_cli("infer", str(h5), "--model", str(export), "--measure", "off", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    exams = json.loads(out.read_text())["exams"]
+    assert all(e["heart_rate_bpm"] is None and e["measurements_note"] == "not measured" for e in exams)
+    bad = run_cli("infer", str(h5), "--model", str(export), "--measure", "fast", "-o", str(tmp_path / "x.json"))
+    assert bad.exit_code == 2 and "--measure 'fast'" in bad.output and not (tmp_path / "x.json").exists()

@@ -378,3 +378,19 @@ def test_sigterm_lets_the_request_in_flight_finish(export, tmp_path):
         assert "stopped" in own.log.read_text()
     finally:
         own.stop()
+
+
+def test_query_parameters_set_how_a_body_is_read():
+    from starlette.requests import Request
+
+    from ecg_edge.serve.app import read_options
+
+    def request(query: bytes) -> Request:
+        return Request({"type": "http", "method": "POST", "path": "/v1/ecg", "headers": [], "query_string": query})
+
+    options = read_options(request(b"fs=500&leads=I,II&scale=0.5&measure=off"))
+    assert (options.fs, list(options.leads or []), options.scale, options.measure) == (500.0, ["I", "II"], 0.5, "off")
+    for bad in (b"measure=fast", b"fs=abc"):
+        with pytest.raises(BodyError) as info:
+            read_options(request(bad))
+        assert info.value.status == 400

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from ecg_edge.backends import open_backend
 from ecg_edge.errors import InputError
-from ecg_edge.exams import ReadOptions
+from ecg_edge.exams import MEASURE_LEVELS, ReadOptions
 from ecg_edge.results import InferenceRun, results_document
 from ecg_edge.serve import kserve
 from ecg_edge.serve.bodies import MAX_FILES, BodyError, Upload, read_uploads
@@ -87,7 +87,10 @@ def read_options(request: Request) -> ReadOptions:
     except ValueError:
         raise BodyError(400, "fs and scale must be numbers") from None
     leads = [lead.strip() for lead in query["leads"].split(",")] if "leads" in query else None
-    return ReadOptions(scale=scale, fs=fs, leads=leads)
+    measure = query.get("measure", "auto")
+    if measure not in MEASURE_LEVELS:
+        raise BodyError(400, f"measure={measure!r}: choose from {', '.join(MEASURE_LEVELS)}")
+    return ReadOptions(scale=scale, fs=fs, leads=leads, measure=measure)
 
 
 @serve.deployment(name="ecg", max_ongoing_requests=256, max_queued_requests=2048,
