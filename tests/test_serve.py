@@ -394,3 +394,21 @@ def test_query_parameters_set_how_a_body_is_read():
         with pytest.raises(BodyError) as info:
             read_options(request(bad))
         assert info.value.status == 400
+
+
+def test_metrics_on_rays_prometheus_endpoint(server):
+    """Requests by endpoint and status, and batch sizes, reach the Prometheus endpoint the server names."""
+    import re
+
+    port = re.search(r"http://<node>:(\d+)/metrics", server.log.read_text())
+    assert port, server.log.read_text()[-2000:]
+    _post(f"{server.url}/v1/ecg", b"")  # a 400 to count
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:  # Ray exports metrics every few seconds
+        with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        if 'ray_ecg_edge_requests_total' in text and 'status="400"' in text and "ray_ecg_edge_batch_requests" in text:
+            break
+        time.sleep(2)
+    assert re.search(r'ray_ecg_edge_requests_total\{[^}]*status="400"', text), text[-1500:]
+    assert "ray_ecg_edge_batch_exams_bucket" in text

@@ -72,6 +72,9 @@ def serve_until_stopped(
         log(f"serving on http://{host}:{port}/ ({replicas} replica{'s' * (replicas > 1)}, {options.backend} "
             f"{options.precision}, batches of up to {options.max_batch} requests): POST /v1/ecg, "
             "POST /v2/models/ecg/infer; Ctrl-C stops")
+        ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
+        if ports:
+            log("metrics (Prometheus, Ray's and ecg_edge_*): " + ", ".join(f"http://<node>:{p}/metrics" for p in ports))
         stop.wait()
         log("stopping: answering the requests in flight")
     finally:
