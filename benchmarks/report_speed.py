@@ -24,7 +24,8 @@ import numpy as np
 from ecg_edge.atomic_files import atomic_write_text
 from ecg_edge.backends import open_backend
 from ecg_edge.cli.workflows import random_weight_export
-from ecg_edge.infer import ReadOptions, run_inference
+from ecg_edge.exams import ReadOptions
+from ecg_edge.infer import run_inference
 from ecg_edge.report import ReportWriter
 
 RESULTS = Path(__file__).parent / "results"

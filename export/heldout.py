@@ -28,7 +28,7 @@ def read_exams(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Model inputs, exam ids and sources from any readable recordings, read as `infer` reads them:
     in batches, stopping at `limit` (memory stays bounded whatever the files hold)."""
-    from ecg_edge.infer import ReadOptions, iter_batches
+    from ecg_edge.exams import ReadOptions, iter_batches
     from ecg_edge.readers import expand_inputs
 
     xs: list[np.ndarray] = []

@@ -140,6 +140,8 @@ MOVED = {"ecg_edge.bench": {"cpu_model": "ecg_edge.host", "package_versions": "e
                                              "shard_of"), "ecg_edge.exams"),
                             **dict.fromkeys(("MAX_TABLE_ROWS", "check_output_path", "merge_results", "results_table",
                                              "write_results"), "ecg_edge.results")},
+         "ecg_edge.report": dict.fromkeys(("PNG_DPI", "COLOURS", "GRID_X", "window", "trace_paths", "grid_lines",
+                                           "calibration_points"), "ecg_edge.sheet"),
          "ecg_edge.cli": {"resolve_export_dir": "ecg_edge.home", "check_report_dir": "ecg_edge.report",
                           "parse_thresholds": "ecg_edge.request", "infer": "ecg_edge.cli.running",
                           "bench": "ecg_edge.cli.machine", "ScaleOption": "ecg_edge.cli.options"}}

@@ -154,7 +154,7 @@ def test_measurements_in_csv_and_json(tmp_path):
 
 
 def test_measurement_levels(tmp_path):
-    from ecg_edge.infer import ReadOptions
+    from ecg_edge.exams import ReadOptions
 
     export = tiny_export(tmp_path / "tiny")
     h5, _ = _known_rate_set(tmp_path / "rates.h5")

@@ -12,7 +12,8 @@ from test_infer import run_cli, tiny_export
 ray = pytest.importorskip("ray")
 
 from ecg_edge.backends import open_backend  # noqa: E402
-from ecg_edge.infer import ReadOptions, run_inference  # noqa: E402
+from ecg_edge.exams import ReadOptions  # noqa: E402
+from ecg_edge.infer import run_inference  # noqa: E402
 from ecg_edge.ray_infer import UNIT_EXAMS, read_units, run_inference_ray  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from test_infer import run_cli, tiny_export
 from ecg_edge import read_recording
 from ecg_edge.measure import INSTALL_HINT, Measurements, available
 from ecg_edge.preprocess import prepare
-from ecg_edge.report import (
+from ecg_edge.sheet import (
     COLOURS,
     GRID_H,
     GRID_W,

@@ -11,8 +11,10 @@ import numpy as np
 
 from ecg_edge.atomic_files import atomic_target, atomic_write
 from ecg_edge.errors import InputError
-from ecg_edge.infer import InferenceRun, ReadOptions, run_inference
+from ecg_edge.exams import ReadOptions
+from ecg_edge.infer import run_inference
 from ecg_edge.parity import compare
+from ecg_edge.results import InferenceRun
 from ecg_edge.spec import CLASSES, called
 from ecg_edge.training.metrics import auprc, auroc, bootstrap_ci, pr_curve, roc_curve, threshold_metrics
 
