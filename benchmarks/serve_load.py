@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,17 +280,24 @@ def main() -> None:
                                                                         strict=True)}
         report["recordings"] = len(files)
         report["offline_ecg_per_s"] = round(best.throughput, 2)
-        print(f"offline infer: {len(files)} recordings, {best.throughput:.1f} ECG/s", flush=True)
+        with runner:
+            bare = max(run_inference(files, runner, manifest, options=ReadOptions(measure="off")).throughput
+                       for _ in range(2))
+        report["offline_measure_off_ecg_per_s"] = round(bare, 2)
+        print(f"offline infer: {len(files)} recordings, {best.throughput:.1f} ECG/s ({bare:.1f} measure off)",
+              flush=True)
 
         server = Server(export, args.backend, args.precision, 1, Path(tmp) / "serve.log")
         report["start_s"] = round(server.started_s, 1)
         try:
             load(server.url, requests, 4, len(requests))  # warm: every recording once
             levels = {}
-            for clients in (1, 8, 32):
-                done, wall = load(server.url, requests, clients, args.count)
-                levels[clients] = stats(done, wall) | {"wrong": check(done, offline, classes)}
-                print(f"{clients} clients: {levels[clients]}", flush=True)
+            off = [replace(r, path=r.path + ("&" if "?" in r.path else "?") + "measure=off") for r in requests]
+            for clients, sent, label in ((1, requests, "1"), (8, requests, "8"), (32, requests, "32"),
+                                         (1, off, "1, measure off"), (8, off, "8, measure off")):
+                done, wall = load(server.url, sent, clients, args.count)
+                levels[label] = stats(done, wall) | {"wrong": check(done, offline, classes)}
+                print(f"{label} clients: {levels[label]}", flush=True)
             report["levels"] = levels
             mixed = [x for pair in zip(requests * (args.hostile // len(requests) + 1), hostile(requests, args.hostile),
                                        strict=False) for x in pair][:2 * args.hostile]
@@ -342,22 +349,28 @@ def write(report: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     stem = f"serve-{report['date']}-{platform.node() or 'host'}"
     atomic_write_text(RESULTS / f"{stem}.json", json.dumps(report, indent=1) + "\n")
-    offline = report["offline_ecg_per_s"]
+    offline, bare = report["offline_ecg_per_s"], report["offline_measure_off_ecg_per_s"]
     lines = [f"# ecg-edge serve under load, {report['date']}", "",
              f"{report['machine']}; backend {report['backend']} {report['precision']}; {report['recordings']} real "
              f"recordings (LUDB and CinC 2021 WFDB records as multipart, CODE-test exams as single-exam HDF5); "
              f"loopback. Server start {report['start_s']} s, stop (SIGTERM) {report['stop_s']} s.", "",
-             f"Offline `infer` (same backend, same recordings, best of 2): **{offline} ECG/s**.", "",
+             f"Offline `infer` (same backend, same recordings, best of 2): **{offline} ECG/s** ({bare} with "
+             "`--measure off`; the server's `?measure=off` rows are compared with that).", "",
              "| clients | requests | ECG/s | vs offline | p50 ms | p99 ms | max ms | batch mean / max | errors | "
              "wrong |", "|---|---|---|---|---|---|---|---|---|---|"]
     for clients, s in report["levels"].items():
-        lines.append(f"| {clients} | {s['requests']} | {s['per_s']} | {s['per_s'] / offline:.2f}x | {s['p50_ms']} | "
+        base = bare if "off" in clients else offline
+        lines.append(f"| {clients} | {s['requests']} | {s['per_s']} | {s['per_s'] / base:.2f}x | {s['p50_ms']} | "
                      f"{s['p99_ms']} | {s['max_ms']} | {s['batch_mean']} / {s['batch_max']} | {s['errors']} | "
                      f"{len(s['wrong'])} |")
     levels = report["levels"]
-    single = levels[1]["p50_ms"] if 1 in levels else levels["1"]["p50_ms"]
-    eight = levels[8]["p99_ms"] if 8 in levels else levels["8"]["p99_ms"]
-    lines += ["", f"p99 at 8 clients / single-request latency (p50 at 1 client): **{eight / single:.2f}x**.", ""]
+    lines.append("")
+    for suffix in ("", ", measure off"):
+        single, eight = levels["1" + suffix]["p50_ms"], levels["8" + suffix]["p99_ms"]
+        lines.append(f"p99 at 8 clients / single-request latency (p50 at 1 client){suffix}: "
+                     f"**{eight / single:.2f}x**; 8 clients / throughput at 8 = "
+                     f"{8000 / levels['8' + suffix]['per_s']:.0f} ms mean latency by Little's law.")
+    lines.append("")
     f = report["faults"]
     lines += [f"Faults: {f['hostile']} hostile requests interleaved with {f['requests'] - f['hostile']} good ones "
               f"(8 clients): {len(f['wrong'])} answered wrongly; server ready after: {f['ready_after']}; slowest "
