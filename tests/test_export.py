@@ -16,6 +16,7 @@ from ecg_edge.backends.base import infer_all  # noqa: E402
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from ecg_edge.errors import InputError  # noqa: E402
 from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, load_ecgs  # noqa: E402
+from ecg_edge.export.precision import Int8Recipe  # noqa: E402
 from ecg_edge.gpu import tensorrt_status  # noqa: E402
 from ecg_edge.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.spec import called  # noqa: E402
@@ -112,6 +113,7 @@ def test_corrupted_file_refused_by_hash(six_export, tmp_path):
         verified_path(copy, manifest, "model.fp16.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["binary", "transfer"])
 def test_binary_and_transfer_export(tmp_path, variant):
     keras.utils.set_random_seed(1)
@@ -138,7 +140,9 @@ def test_failed_gate_writes_nothing(six_export, tmp_path):
 def test_failed_int8_gate_keeps_the_others(six_export, tmp_path):
     model_path, _ = six_export
     out = tmp_path / "out"
-    opts = ExportOptions(precisions=("fp32", "int8"), min_exam_agreement={"int8": 1.01}, **FAST)
+    # one INT8 candidate: the gate (more than every exam) fails whichever recipe is chosen
+    opts = ExportOptions(precisions=("fp32", "int8"), min_exam_agreement={"int8": 1.01},
+                         **FAST | {"int8_recipes": (Int8Recipe(method="percentile"),)})
     with pytest.raises(ExportGateError, match="int8"):
         export_model(load_keras_model(model_path), out, opts)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -46,11 +46,13 @@ def test_read_units_split_hdf5_files(inputs):
     assert max(u["stop"] - u["start"] for u in units) == UNIT_EXAMS
 
 
+@pytest.mark.slow
 def test_ray_matches_plain_infer(cluster, inputs, tmp_path):
     root, files, bad, extra = inputs
     export = tiny_export(tmp_path / "tiny")
     runner, manifest = open_backend(export, "ort-cpu", "fp32")
-    options = ReadOptions(keep_going=True)
+    # measurements through Ray are compared by the CLI test below (here they would cost ~30 ms an exam)
+    options = ReadOptions(keep_going=True, measure="off")
     everything = [*files, *extra, bad]
     with runner:
         plain = run_inference(everything, runner, manifest, options=options)
@@ -63,6 +65,7 @@ def test_ray_matches_plain_infer(cluster, inputs, tmp_path):
     assert len(run.skipped) == 1 and "bad.h5" in run.skipped[0]  # reported, not dropped
 
 
+@pytest.mark.slow
 def test_cli_ray_output_equals_plain(cluster, inputs, tmp_path):
     _, files, bad, _ = inputs
     export = tiny_export(tmp_path / "tiny")
@@ -80,6 +83,7 @@ def test_cli_ray_output_equals_plain(cluster, inputs, tmp_path):
     assert r.exit_code == 2 and "bad.h5" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_parquet_written_by_the_workers(cluster, inputs, tmp_path):
     import pyarrow.dataset
 
