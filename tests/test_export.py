@@ -129,16 +129,18 @@ def test_binary_and_transfer_export(tmp_path, variant):
         assert np.abs(backend.infer(x) - model.predict(x, verbose=0)).max() < 1e-4
 
 
-def test_failed_gate_writes_nothing(six_export, tmp_path):
-    model_path, _ = six_export
+@pytest.mark.slow
+def test_failed_gate_writes_nothing(six_model, tmp_path):
+    model_path = six_model
     out = tmp_path / "out"
     with pytest.raises(ExportGateError, match="FP32 ONNX failed its gate"):
         export_model(load_keras_model(model_path), out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
     assert list(out.iterdir()) == []
 
 
-def test_failed_int8_gate_keeps_the_others(six_export, tmp_path):
-    model_path, _ = six_export
+@pytest.mark.slow
+def test_failed_int8_gate_keeps_the_others(six_model, tmp_path):
+    model_path = six_model
     out = tmp_path / "out"
     # one INT8 candidate: the gate (more than every exam) fails whichever recipe is chosen
     opts = ExportOptions(precisions=("fp32", "int8"), min_exam_agreement={"int8": 1.01},
@@ -179,7 +181,7 @@ def test_engine_command_without_tensorrt_exits_3(six_export):
     assert sorted(p.name for p in result.out_dir.iterdir()) == before
 
 
-def test_engine_without_tensorrt_exits_3(six_export, tmp_path):
+def test_engine_without_tensorrt_exits_3(six_model, tmp_path):
     usable, reason = tensorrt_status()
     if usable:
         pytest.skip("TensorRT and a GPU are present: the engine test below runs instead")
@@ -187,7 +189,7 @@ def test_engine_without_tensorrt_exits_3(six_export, tmp_path):
 
     from ecg_edge.cli import app
 
-    model_path, _ = six_export
+    model_path = six_model
     result = CliRunner().invoke(app, ["export", str(model_path), "--out", str(tmp_path / "o"), "--engine"])
     assert result.exit_code == 3
     assert "--engine" in result.output and "tensorrt" in result.output.lower()
@@ -195,13 +197,14 @@ def test_engine_without_tensorrt_exits_3(six_export, tmp_path):
 
 
 @pytest.mark.gpu
-def test_tensorrt_engines(six_export, tmp_path):
+@pytest.mark.slow
+def test_tensorrt_engines(six_model, tmp_path):
     usable, reason = tensorrt_status()
     if not usable:
         pytest.skip(reason)
     from conftest import RANDOM_WEIGHT_GATES
 
-    model_path, _ = six_export
+    model_path = six_model
     options = ExportOptions(engine=True, max_batch=64, min_exam_agreement=RANDOM_WEIGHT_GATES | {"int8": 0.6}, **FAST)
     result = export_model(load_keras_model(model_path), tmp_path / "out", options)
     files = result.manifest["files"]
@@ -220,12 +223,13 @@ def test_load_ecgs_limit_and_scale(tmp_path):
     assert np.allclose(got, x[:70] * 0.5)
 
 
-def test_for_tensorrt_writes_and_gates_the_symmetric_int8_file(six_export, tmp_path):
+@pytest.mark.slow
+def test_for_tensorrt_writes_and_gates_the_symmetric_int8_file(six_model, tmp_path):
     from conftest import RANDOM_WEIGHT_GATES
 
     from ecg_edge.export.tensorrt_check import check_tensorrt_onnx
 
-    model_path, _ = six_export
+    model_path = six_model
     out = tmp_path / "out"
     # symmetric activations spend half of int8's range on the negative side that ReLU outputs never
     # reach: on random weights 16 of 24 exams keep their findings, so the gate here is set under that
@@ -258,8 +262,8 @@ def test_keras_backend_finds_the_model_when_the_export_moved(six_export, tmp_pat
         open_reference(moved / "export", manifest)
 
 
-def test_dla_with_fp32_refused_before_work(six_export, tmp_path):
-    model_path, _ = six_export
+def test_dla_with_fp32_refused_before_work(six_model, tmp_path):
+    model_path = six_model
     with pytest.raises(InputError, match="DLA runs FP16 and INT8 only"):
         export_model(load_keras_model(model_path), tmp_path / "o",
                      ExportOptions(engine=True, dla_core=0, precisions=("fp32", "int8"), **FAST))
