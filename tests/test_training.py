@@ -54,7 +54,7 @@ def test_learns_rate_classes_on_held_out_data(trained, tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_interrupt(tmp_path):
-    h5, labels = write_synthetic_set(tmp_path / "d.h5", 32, seed=3)
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 20, seed=3)  # 15 to train on: one batch an epoch
     out = tmp_path / "m.keras"
     options = TrainOptions(epochs=2, batch_size=16, validation_fraction=0.25)
     seen = []
