@@ -51,18 +51,36 @@ RANDOM_WEIGHT_GATES = {"fp16": 0.995, "bf16": 0.995, "int8": 0.85}
 
 
 @pytest.fixture(scope="session")
-def six_export(tmp_path_factory):
-    """A random-weight six-class model (seeded) exported to FP32/FP16/INT8 ONNX, shared by tests."""
+def six_model(tmp_path_factory) -> Path:
+    """A random-weight six-class model (seeded), saved once and only read (`six_export` writes beside it)."""
     keras = pytest.importorskip("keras")
-    pytest.importorskip("tf2onnx")
-    from ecg_edge.export.pipeline import ExportOptions, export_model
-    from ecg_edge.training.models import build_ribeiro, load_keras_model
+    from ecg_edge.training.models import build_ribeiro
 
     keras.utils.set_random_seed(0)
-    root = tmp_path_factory.mktemp("six")
-    model_path = root / "six.keras"
+    model_path = tmp_path_factory.mktemp("six") / "six.keras"
     build_ribeiro().save(model_path)
+    return model_path
+
+
+@pytest.fixture(scope="session")
+def six_export(six_model):
+    """`six_model` exported to FP32/FP16/INT8 ONNX beside it, shared by tests (read-only: copy to change)."""
+    pytest.importorskip("tf2onnx")
+    from ecg_edge.export.pipeline import ExportOptions, export_model
+    from ecg_edge.training.models import load_keras_model
+
     validation = [SHARED_WFDB] if SHARED_WFDB.exists() else []
     options = ExportOptions(**FAST, min_exam_agreement=RANDOM_WEIGHT_GATES)
-    result = export_model(load_keras_model(model_path), root / "export", options, validation=validation)
-    return model_path, result
+    result = export_model(load_keras_model(six_model), six_model.parent / "export", options, validation=validation)
+    return six_model, result
+
+
+# Fixtures that train or export: a test that uses one (directly or through another fixture) is slow.
+SLOW_FIXTURES = {"six_export", "trained", "finetuned"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the markers
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

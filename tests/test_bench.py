@@ -72,6 +72,7 @@ def test_bench_json_and_plot(six_export, tmp_path, home):
     assert (home / "cpu_peak.json").exists()  # the peak is cached per machine
 
 
+@pytest.mark.slow  # exports random weights (no model in the home)
 @pytest.mark.parametrize("bf16", ["offered", "not offered"])
 def test_bench_without_model_in_fresh_home_exits_0_whatever_the_cpu_offers(home, tmp_path, monkeypatch, bf16):
     """Random weights exported with BF16 added where OpenVINO says the CPU offers it (as on an AMX Xeon,

@@ -17,6 +17,7 @@ from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from ecg_edge.errors import InputError  # noqa: E402
 from ecg_edge.export.heldout import load_ecgs  # noqa: E402
 from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model  # noqa: E402
+from ecg_edge.export.precision import Int8Recipe  # noqa: E402
 from ecg_edge.gpu import tensorrt_status  # noqa: E402
 from ecg_edge.manifest import load_manifest, sha256_file, verified_path  # noqa: E402
 from ecg_edge.spec import called  # noqa: E402
@@ -113,6 +114,7 @@ def test_corrupted_file_refused_by_hash(six_export, tmp_path):
         verified_path(copy, manifest, "model.fp16.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["binary", "transfer"])
 def test_binary_and_transfer_export(tmp_path, variant):
     keras.utils.set_random_seed(1)
@@ -128,29 +130,33 @@ def test_binary_and_transfer_export(tmp_path, variant):
         assert np.abs(backend.infer(x) - model.predict(x, verbose=0)).max() < 1e-4
 
 
-def test_failed_gate_writes_nothing(six_export, tmp_path):
-    model_path, _ = six_export
+@pytest.mark.slow
+def test_failed_gate_writes_nothing(six_model, tmp_path):
+    model_path = six_model
     out = tmp_path / "out"
     with pytest.raises(ExportGateError, match="FP32 ONNX failed its gate"):
         export_model(load_keras_model(model_path), out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
     assert list(out.iterdir()) == []
 
 
-def test_a_killed_exports_staging_folder_is_removed_by_the_next(six_export, tmp_path):
+@pytest.mark.slow
+def test_a_killed_exports_staging_folder_is_removed_by_the_next(six_model, tmp_path):
     from stale_staging import plant_stale
 
-    model_path, _ = six_export
     out = tmp_path / "out"
     killed = plant_stale(out, "export")
     with pytest.raises(ExportGateError):  # the cheapest export there is: it stops at FP32's gate
-        export_model(load_keras_model(model_path), out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
+        export_model(load_keras_model(six_model), out, ExportOptions(precisions=("fp32",), fp32_atol=0.0, **FAST))
     assert not killed.exists() and list(out.iterdir()) == []
 
 
-def test_failed_int8_gate_keeps_the_others(six_export, tmp_path):
-    model_path, _ = six_export
+@pytest.mark.slow
+def test_failed_int8_gate_keeps_the_others(six_model, tmp_path):
+    model_path = six_model
     out = tmp_path / "out"
-    opts = ExportOptions(precisions=("fp32", "int8"), min_exam_agreement={"int8": 1.01}, **FAST)
+    # one INT8 candidate: the gate (more than every exam) fails whichever recipe is chosen
+    opts = ExportOptions(precisions=("fp32", "int8"), min_exam_agreement={"int8": 1.01},
+                         **FAST | {"int8_recipes": (Int8Recipe(method="percentile"),)})
     with pytest.raises(ExportGateError, match="int8"):
         export_model(load_keras_model(model_path), out, opts)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -187,7 +193,7 @@ def test_engine_command_without_tensorrt_exits_3(six_export):
     assert sorted(p.name for p in result.out_dir.iterdir()) == before
 
 
-def test_engine_without_tensorrt_exits_3(six_export, tmp_path):
+def test_engine_without_tensorrt_exits_3(six_model, tmp_path):
     usable, reason = tensorrt_status()
     if usable:
         pytest.skip("TensorRT and a GPU are present: the engine test below runs instead")
@@ -195,7 +201,7 @@ def test_engine_without_tensorrt_exits_3(six_export, tmp_path):
 
     from ecg_edge.cli import app
 
-    model_path, _ = six_export
+    model_path = six_model
     result = CliRunner().invoke(app, ["export", str(model_path), "--out", str(tmp_path / "o"), "--engine"])
     assert result.exit_code == 3
     assert "--engine" in result.output and "tensorrt" in result.output.lower()
@@ -203,13 +209,14 @@ def test_engine_without_tensorrt_exits_3(six_export, tmp_path):
 
 
 @pytest.mark.gpu
-def test_tensorrt_engines(six_export, tmp_path):
+@pytest.mark.slow
+def test_tensorrt_engines(six_model, tmp_path):
     usable, reason = tensorrt_status()
     if not usable:
         pytest.skip(reason)
     from conftest import RANDOM_WEIGHT_GATES
 
-    model_path, _ = six_export
+    model_path = six_model
     options = ExportOptions(engine=True, max_batch=64, min_exam_agreement=RANDOM_WEIGHT_GATES | {"int8": 0.6}, **FAST)
     result = export_model(load_keras_model(model_path), tmp_path / "out", options)
     files = result.manifest["files"]
@@ -228,12 +235,13 @@ def test_load_ecgs_limit_and_scale(tmp_path):
     assert np.allclose(got, x[:70] * 0.5)
 
 
-def test_for_tensorrt_writes_and_gates_the_symmetric_int8_file(six_export, tmp_path):
+@pytest.mark.slow
+def test_for_tensorrt_writes_and_gates_the_symmetric_int8_file(six_model, tmp_path):
     from conftest import RANDOM_WEIGHT_GATES
 
     from ecg_edge.export.tensorrt_check import check_tensorrt_onnx
 
-    model_path, _ = six_export
+    model_path = six_model
     out = tmp_path / "out"
     # symmetric activations spend half of int8's range on the negative side that ReLU outputs never
     # reach: on random weights 16 of 24 exams keep their findings, so the gate here is set under that
@@ -266,8 +274,8 @@ def test_keras_backend_finds_the_model_when_the_export_moved(six_export, tmp_pat
         open_reference(moved / "export", manifest)
 
 
-def test_dla_with_fp32_refused_before_work(six_export, tmp_path):
-    model_path, _ = six_export
+def test_dla_with_fp32_refused_before_work(six_model, tmp_path):
+    model_path = six_model
     with pytest.raises(InputError, match="DLA runs FP16 and INT8 only"):
         export_model(load_keras_model(model_path), tmp_path / "o",
                      ExportOptions(engine=True, dla_core=0, precisions=("fp32", "int8"), **FAST))

@@ -269,6 +269,7 @@ def gpu_export(request, tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow  # gpu_export: the session's export where none is given
 def test_ort_cuda_and_its_cuda_graph_match_cpu(request):
     if "CUDAExecutionProvider" not in _providers():
         pytest.skip("onnxruntime here has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
@@ -289,6 +290,7 @@ def test_ort_cuda_and_its_cuda_graph_match_cpu(request):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_tensorrt_backend_and_ep_each_precision(request, tmp_path):
     from ecg_edge.gpu import tensorrt_status
 
@@ -341,6 +343,7 @@ def test_tensorrt_backend_and_ep_each_precision(request, tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_timing_cache_reused_and_a_foreign_one_replaced(request, tmp_path):
     """The cache is named by GPU and TensorRT version; a cache TensorRT refuses (here: not a cache at
     all) is replaced by an empty one, said in the facts, and the next build reuses the new file."""
@@ -371,6 +374,7 @@ def test_timing_cache_reused_and_a_foreign_one_replaced(request, tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_dla_engine_is_static_and_says_where_its_layers_run(request, tmp_path):
     """On a device with a DLA and a TensorRT that builds for it: a fixed batch (min = opt = max), layers
     per device in the facts, and smaller batches padded at run time."""

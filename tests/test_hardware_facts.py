@@ -83,18 +83,6 @@ def test_bf16_divergence_finds_the_first_layer_past_a_threshold(six_export):
 
 # --- export: a precision added because the CPU offers it never fails it --------------------------------
 
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    keras = pytest.importorskip("keras")
-    pytest.importorskip("tf2onnx")
-    from ecg_edge.training.models import build_ribeiro
-
-    keras.utils.set_random_seed(1)
-    path = tmp_path_factory.mktemp("model") / "random.keras"
-    build_ribeiro().save(path)
-    return path
-
-
 def _export(model_path, out, **options):
     from conftest import FAST
 
@@ -112,11 +100,11 @@ STRICT_BF16 = {"fp16": 0.995, "bf16": 1.01, "int8": 0.97}
 
 
 @pytest.mark.slow
-def test_unnamed_bf16_failing_its_gate_is_refused_and_export_succeeds(random_model, tmp_path, offers_bf16):
+def test_unnamed_bf16_failing_its_gate_is_refused_and_export_succeeds(six_model, tmp_path, offers_bf16):
     from ecg_edge.backends import backend_present
     from ecg_edge.manifest import load_manifest
 
-    result, warnings = _export(random_model, tmp_path / "out", precisions=("fp32",), min_exam_agreement=STRICT_BF16)
+    result, warnings = _export(six_model, tmp_path / "out", precisions=("fp32",), min_exam_agreement=STRICT_BF16)
     manifest = load_manifest(tmp_path / "out")
     entry = manifest["runtime_precisions"]["bf16"]
     assert entry["named"] is False and "OpenVINO" in entry["refused"]
@@ -130,20 +118,20 @@ def test_unnamed_bf16_failing_its_gate_is_refused_and_export_succeeds(random_mod
 
 
 @pytest.mark.slow
-def test_named_bf16_failing_its_gate_fails_export_with_the_others_written(random_model, tmp_path, offers_bf16):
+def test_named_bf16_failing_its_gate_fails_export_with_the_others_written(six_model, tmp_path, offers_bf16):
     from ecg_edge.export.pipeline import ExportGateError
     from ecg_edge.manifest import load_manifest
 
     with pytest.raises((ExportGateError, MachineError)) as failure:
-        _export(random_model, tmp_path / "out", precisions=("fp32", "bf16"), min_exam_agreement=STRICT_BF16)
+        _export(six_model, tmp_path / "out", precisions=("fp32", "bf16"), min_exam_agreement=STRICT_BF16)
     assert "bf16" in str(failure.value)
     manifest = load_manifest(tmp_path / "out")  # written: FP32 passed
     assert "model.onnx" in manifest["files"] and manifest["runtime_precisions"]["bf16"]["named"] is True
 
 
-def test_named_bf16_on_a_cpu_without_it_is_exit_3_before_any_work(random_model, tmp_path, lacks_bf16, home):
+def test_named_bf16_on_a_cpu_without_it_is_exit_3_before_any_work(six_model, tmp_path, lacks_bf16, home):
     out = tmp_path / "out"
-    r: Result = run_cli("export", str(random_model), "--out", str(out), "--precision", "fp32,bf16")
+    r: Result = run_cli("export", str(six_model), "--out", str(out), "--precision", "fp32,bf16")
     assert r.exit_code == 3, r.output
     assert "neither AVX512-BF16 nor AMX" in r.output and "Traceback" not in r.output
     assert not out.exists()

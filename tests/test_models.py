@@ -61,6 +61,7 @@ def test_transfer_freezes_and_cuts(ribeiro):
         build_transfer(build_ribeiro(), freeze=10, cut=5)
 
 
+@pytest.mark.slow
 def test_frozen_weights_unchanged_by_training():
     base = build_ribeiro()
     model = compile_for_training(build_transfer(base, freeze=5, cut=45))

@@ -47,11 +47,13 @@ def test_read_units_split_hdf5_files(inputs):
     assert max(u["stop"] - u["start"] for u in units) == UNIT_EXAMS
 
 
+@pytest.mark.slow
 def test_ray_matches_plain_infer(cluster, inputs, tmp_path):
     root, files, bad, extra = inputs
     export = tiny_export(tmp_path / "tiny")
     runner, manifest = open_backend(export, "ort-cpu", "fp32")
-    options = ReadOptions(keep_going=True)
+    # measurements through Ray are compared by the CLI test below (here they would cost ~30 ms an exam)
+    options = ReadOptions(keep_going=True, measure="off")
     everything = [*files, *extra, bad]
     with runner:
         plain = run_inference(everything, runner, manifest, options=options)
@@ -64,12 +66,23 @@ def test_ray_matches_plain_infer(cluster, inputs, tmp_path):
     assert len(run.skipped) == 1 and "bad.h5" in run.skipped[0]  # reported, not dropped
 
 
-def test_cli_ray_output_equals_plain(cluster, inputs, tmp_path):
+@pytest.fixture(scope="module")
+def plain_csv(inputs, tmp_path_factory):
+    """Plain `infer` (no Ray) of the last file, 600 exams in three read units, run once for the tests that
+    compare Ray's output with it (measuring every exam's rate takes ~30 ms an exam here)."""
+    _, files, _, _ = inputs
+    root = tmp_path_factory.mktemp("plain")
+    export = tiny_export(root / "tiny")
+    assert run_cli("infer", str(files[2]), "--model", str(export), "-o", str(root / "plain.csv")).exit_code == 0
+    return export, root / "plain.csv"
+
+
+@pytest.mark.slow
+def test_cli_ray_output_equals_plain(cluster, inputs, plain_csv, tmp_path):
     _, files, bad, _ = inputs
-    export = tiny_export(tmp_path / "tiny")
-    plain, on_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
-    assert run_cli("infer", *map(str, files[1:]), "--model", str(export), "-o", str(plain)).exit_code == 0
-    r = run_cli("infer", *map(str, files[1:]), "--model", str(export), "--ray", "-o", str(on_ray))
+    export, plain = plain_csv
+    on_ray = tmp_path / "ray.csv"
+    r = run_cli("infer", str(files[2]), "--model", str(export), "--ray", "-o", str(on_ray))
     assert r.exit_code == 0, r.output
 
     def rows(path):
@@ -81,13 +94,12 @@ def test_cli_ray_output_equals_plain(cluster, inputs, tmp_path):
     assert r.exit_code == 2 and "bad.h5" in r.output and "Traceback" not in r.output
 
 
-def test_parquet_written_by_the_workers(cluster, inputs, tmp_path):
+@pytest.mark.slow
+def test_parquet_written_by_the_workers(cluster, inputs, plain_csv, tmp_path):
     import pyarrow.dataset
 
     _, files, _, _ = inputs
-    export = tiny_export(tmp_path / "tiny")
-    plain = tmp_path / "plain.csv"
-    assert run_cli("infer", str(files[2]), "--model", str(export), "-o", str(plain)).exit_code == 0
+    export, plain = plain_csv
     out = tmp_path / "results.parquet"
     r = run_cli("infer", str(files[2]), "--model", str(export), "--ray", "-o", str(out))
     assert r.exit_code == 0, r.output

@@ -32,7 +32,7 @@ def test_hdf5_read_in_bounded_chunks(tmp_path):
     with h5py.File(path, "w") as f:
         d = f.create_dataset("tracings", shape=(600, 4096, 12), dtype="float32")
         for start in range(0, 600, 100):
-            d[start:start + 100] = 1.0
+            d[start:start + 100] = np.ones((100, 4096, 12), np.float32)  # h5py broadcasts a scalar slowly
     tracemalloc.start()
     n = 0
     for ids, block in iter_hdf5_chunks(path, chunk=32):

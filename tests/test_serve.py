@@ -268,6 +268,7 @@ def _same_exams(served: list[dict], offline: list[dict], classes: list[str]) -> 
         assert a["heart_rate_bpm"] == b["heart_rate_bpm"]
 
 
+@pytest.mark.slow  # a Ray Serve server of its own process
 @needs_formats
 @needs_shared
 def test_served_results_equal_infer(server, export, tmp_path):
@@ -290,6 +291,7 @@ def test_served_results_equal_infer(server, export, tmp_path):
     _same_exams(json.loads(body)["exams"], _infer_json(export, h5, tmp_path)["exams"], classes)
 
 
+@pytest.mark.slow  # a Ray Serve server of its own process
 def test_triton_client_works_unchanged(server, export):
     http = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed")
     import onnxruntime as ort
@@ -311,6 +313,7 @@ def test_triton_client_works_unchanged(server, export):
         client.infer("ecg", [bad])
 
 
+@pytest.mark.slow  # a Ray Serve server of its own process
 def test_hostile_requests_between_good_ones_all_answered(server, tmp_path):
     good = write_code_hdf5(tmp_path / "good.h5", np.random.default_rng(7).normal(
         scale=0.2, size=(1, N_SAMPLES, len(LEADS))).astype(np.float32), exam_ids=[42]).read_bytes()
@@ -353,6 +356,7 @@ def test_hostile_requests_between_good_ones_all_answered(server, tmp_path):
             assert "\n" not in message and "Traceback" not in message and "/tmp" not in message
 
 
+@pytest.mark.slow  # a Ray Serve server of its own process
 def test_a_claimed_huge_body_is_refused_before_it_is_sent(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(b"POST /v1/ecg HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nabc")
@@ -360,8 +364,9 @@ def test_a_claimed_huge_body_is_refused_before_it_is_sent(server):
     assert reply.startswith("HTTP/1.1 413"), reply[:200]
 
 
+@pytest.mark.slow  # a Ray Serve server of its own process
 def test_sigterm_lets_the_request_in_flight_finish(export, tmp_path):
-    """Last: a server of its own. A request waits 300 ms for its batch; SIGTERM arrives meanwhile."""
+    """A server of its own: a request waits 300 ms for its batch; SIGTERM arrives meanwhile."""
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ecg-edge[serve]')")
     own = Server(export, tmp_path)
     try:
@@ -396,6 +401,7 @@ def test_query_parameters_set_how_a_body_is_read():
         assert info.value.status == 400
 
 
+@pytest.mark.slow  # a Ray Serve server of its own process
 def test_metrics_on_rays_prometheus_endpoint(server):
     """Requests by endpoint and status, and batch sizes, reach the Prometheus endpoint the server names."""
     import re

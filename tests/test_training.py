@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -51,8 +52,9 @@ def test_learns_rate_classes_on_held_out_data(trained, tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt(tmp_path):
-    h5, labels = write_synthetic_set(tmp_path / "d.h5", 48, seed=3)
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 20, seed=3)  # 15 to train on: one batch an epoch
     out = tmp_path / "m.keras"
     options = TrainOptions(epochs=2, batch_size=16, validation_fraction=0.25)
     seen = []
@@ -85,13 +87,27 @@ def test_resume_after_interrupt(tmp_path):
     assert [int(r["epoch"]) for r in _log(work / "training.csv")] == [0, 1]
 
 
-def test_finetune_keeps_frozen_layers(trained, tmp_path):
+@pytest.fixture(scope="module")
+def finetuned(trained, tmp_path_factory):
+    """The transfer model on `trained` (binary, 1 epoch) then unfrozen for 1 more: t.keras is the first
+    stage, as a fine-tune without unfreeze_epochs writes it."""
     _, base_path, _ = trained
-    h5, labels = write_synthetic_set(tmp_path / "d.h5", 48, seed=4)
+    root = tmp_path_factory.mktemp("finetune")
+    h5, labels = write_synthetic_set(root / "d.h5", 32, seed=5)
+    out, info = finetune_model(base_path, [h5], labels, root / "t.keras",
+                               TrainOptions(task="binary", epochs=1, batch_size=16, validation_fraction=0.25),
+                               unfreeze_epochs=1)
+    return root, out, info
+
+
+def test_finetune_keeps_frozen_layers(trained, finetuned):
+    from ecg_edge.model_info import info_path
+
+    _, base_path, _ = trained
+    root, _, _ = finetuned
     base = keras.saving.load_model(base_path)
-    out, info = finetune_model(base_path, [h5], labels, tmp_path / "t.keras",
-                               TrainOptions(task="binary", epochs=1, batch_size=16, validation_fraction=0.25))
-    tuned = keras.saving.load_model(out)
+    tuned = keras.saving.load_model(root / "t.keras")
+    info = json.loads(info_path(root / "t.keras").read_text())
     assert info["kind"] == "transfer" and info["classes"] == ["abnormal"]
     for i in range(5):
         for a, b in zip(base.layers[i].weights, tuned.layers[i].weights, strict=True):
@@ -101,14 +117,10 @@ def test_finetune_keeps_frozen_layers(trained, tmp_path):
     assert any(changed)
 
 
-def test_finetune_second_stage_unfreezes(trained, tmp_path):
-    _, base_path, _ = trained
-    h5, labels = write_synthetic_set(tmp_path / "d.h5", 32, seed=5)
-    out, info = finetune_model(base_path, [h5], labels, tmp_path / "t.keras",
-                               TrainOptions(task="binary", epochs=1, batch_size=16, validation_fraction=0.25),
-                               unfreeze_epochs=1)
+def test_finetune_second_stage_unfreezes(finetuned):
+    root, out, info = finetuned
     assert out.name == "t.unfrozen.keras" and out.exists()
-    first = keras.saving.load_model(tmp_path / "t.keras")
+    first = keras.saving.load_model(root / "t.keras")
     second = keras.saving.load_model(out)
     assert all(layer.trainable for layer in second.layers)
     # The once-frozen first conv moved in the second stage.
@@ -116,8 +128,9 @@ def test_finetune_second_stage_unfreezes(trained, tmp_path):
     assert info["kind"] == "transfer"
 
 
+@pytest.mark.slow
 def test_same_seed_same_model_and_mirrored_strategy(tmp_path):
-    h5, labels = write_synthetic_set(tmp_path / "d.h5", 32, seed=3)
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 16, seed=3)
     weights = []
     for k, strategy in enumerate(("none", "none", "mirrored")):
         out = tmp_path / f"m{k}.keras"
