@@ -41,7 +41,7 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURE_LEVELS:
-            raise ValueError(f"measure={self.measure!r}: expected one of {', '.join(MEASURE_LEVELS)}")
+            raise InputError(None, f"measure={self.measure!r}: expected one of {', '.join(MEASURE_LEVELS)}")
 
     def in_shard(self, key: str) -> bool:
         return self.shard is None or shard_of(key, self.shard[1]) == self.shard[0]

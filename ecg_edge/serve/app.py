@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 
 from ecg_edge.backends import open_backend
 from ecg_edge.errors import InputError
-from ecg_edge.exams import MEASURE_LEVELS, ReadOptions
+from ecg_edge.exams import ReadOptions
+from ecg_edge.infer import model_sha256
 from ecg_edge.results import InferenceRun, results_document
 from ecg_edge.serve import kserve
 from ecg_edge.serve.bodies import MAX_FILES, BodyError, Upload, read_uploads
@@ -87,13 +87,13 @@ def read_options(request: Request) -> ReadOptions:
     except ValueError:
         raise BodyError(400, "fs and scale must be numbers") from None
     leads = [lead.strip() for lead in query["leads"].split(",")] if "leads" in query else None
-    measure = query.get("measure", "auto")
-    if measure not in MEASURE_LEVELS:
-        raise BodyError(400, f"measure={measure!r}: choose from {', '.join(MEASURE_LEVELS)}")
-    return ReadOptions(scale=scale, fs=fs, leads=leads, measure=measure)
+    try:
+        return ReadOptions(scale=scale, fs=fs, leads=leads, measure=query.get("measure", "auto"))
+    except InputError as exc:  # ReadOptions checks the measurement level
+        raise BodyError(400, exc.problem) from None
 
 
-@serve.deployment(name="ecg", max_ongoing_requests=256, max_queued_requests=2048,
+@serve.deployment(name="ecg", max_queued_requests=2048,
                   graceful_shutdown_timeout_s=30, graceful_shutdown_wait_loop_s=1,
                   health_check_period_s=5, health_check_timeout_s=30)
 class EcgDeployment:
@@ -105,9 +105,7 @@ class EcgDeployment:
         self.classes = list(self.manifest["output"]["classes"])
         self.thresholds = {**self.manifest["thresholds"], **options.thresholds}
         self.output_name = self.manifest["output"]["name"]
-        model_file = self.backend.path
-        entry = self.manifest["files"].get(Path(model_file).name, {}) if model_file else {}
-        self.model_sha256 = entry.get("sha256", "")
+        self.model_sha256 = model_sha256(self.backend, self.manifest)
         self.described = self.backend.describe()
         self._run = ThreadPoolExecutor(1, thread_name_prefix="ecg-backend")  # one backend call at a time
         batched: Any = self.batched  # serve.batch's wrapper carries its settings
@@ -185,4 +183,3 @@ class EcgDeployment:
         probabilities, batch = await self.batched(tensor.signal)
         content, headers = kserve.infer_response(tensor, probabilities, self.output_name)
         return Response(content, headers={**headers, **batch})
-

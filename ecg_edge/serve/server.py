@@ -41,11 +41,11 @@ def application(options: ServeOptions, replicas: int) -> Any:
 
     gpu = options.backend in GPU_ORDER
     actor = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 0 if replicas == 1 else 1}
-    # The options' own limit is the batch: a replica takes at most a few batches' requests at once.
+    # Enough requests in a replica at once to fill two batches (Ray Serve's default, 5, would cap them).
     ongoing = max(8, options.max_batch * 2)
     deployment: Any = EcgDeployment  # serve.deployment's wrapper
     return deployment.options(num_replicas=replicas, ray_actor_options=actor,
-                                 max_ongoing_requests=ongoing).bind(options)
+                              max_ongoing_requests=ongoing).bind(options)
 
 
 def serve_until_stopped(
