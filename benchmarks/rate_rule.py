@@ -59,6 +59,34 @@ def scores(y: np.ndarray, pred: np.ndarray, n_boot: int, seed: int) -> dict[str,
     return out
 
 
+def f1_of(y: np.ndarray, pred: np.ndarray) -> float:
+    tp = int((y & pred).sum())
+    return 2 * tp / max(1, 2 * tp + int((pred & ~y).sum()) + int((y & ~pred).sum()))
+
+
+def label_ceiling(y: np.ndarray, rate: np.ndarray, source: np.ndarray, below: bool) -> dict[str, Any]:
+    """The best F1 any rate threshold reaches on these labels, chosen on the very records it is scored on
+    (an upper bound for anything that reads the rate alone): one threshold for all, and one per source
+    (coordinate ascent over the sources, from the best single one)."""
+    measured = ~np.isnan(rate)
+    values = np.unique(rate[measured])
+    cuts = np.concatenate([[values[0] - 1], (values[1:] + values[:-1]) / 2, [values[-1] + 1]])
+
+    def calls(cut: dict[str, float]) -> np.ndarray:
+        limit = np.array([cut[s] for s in source])
+        with np.errstate(invalid="ignore"):
+            return measured & ((rate < limit) if below else (rate > limit))
+
+    sources = sorted(set(source))
+    single = max(cuts, key=lambda c: f1_of(y, calls(dict.fromkeys(sources, c))))
+    cut = dict.fromkeys(sources, float(single))
+    for _ in range(3):
+        for s in sources:
+            cut[s] = float(max(cuts, key=lambda c, s=s: f1_of(y, calls({**cut, s: c}))))
+    return {"single": {"bpm": round(float(single), 1), "f1": f1_of(y, calls(dict.fromkeys(sources, single)))},
+            "per_source": {"bpm": {s: round(c, 1) for s, c in cut.items()}, "f1": f1_of(y, calls(cut))}}
+
+
 def read_exams(files: list[Path], level: str) -> tuple[list[Exam], float]:
     """Every exam's facts as `infer` reads them, and the seconds the reading took."""
     def refuse(message: str) -> None:
@@ -166,6 +194,7 @@ def main() -> None:
             results["rule"][c] = scores(y[c], calls[c], args.boot, seed=k)
             results["rule_by_source"][c] = {s: scores(y[c][source == s], calls[c][source == s], args.boot, seed=k)
                                             for s in sorted(set(source))}
+        results["label_ceiling"] = {c: label_ceiling(y[c], safe_rate, source, below=c == "SB") for c in CLASSES}
         results["rule_at_60_bpm"]["SB"] = scores(y["SB"], (safe_rate < 60.0) & measured, args.boot, seed=7)
         has_pr = ~np.isnan(pr)
         results["pr_over_200_ms"] = {"measured": int(has_pr.sum()),
@@ -216,6 +245,18 @@ def markdown(r: dict[str, Any]) -> str:
         if c == "SB":
             lines.append(_row("rule at < 60 bpm (not CODE's)", r["rule_at_60_bpm"]["SB"]))
         lines.append("")
+    ceiling = r["label_ceiling"]
+    lines += ["## What these labels allow a rate reader", "",
+              "The best F1 a heart-rate threshold reaches on these labels when the threshold is chosen on the "
+              "very records it is scored on (an upper bound for anything that reads the rate alone; the sources "
+              "do not draw SB and ST at the same rates):", "",
+              "| class | one threshold for all | F1 | one threshold per source | F1 |", "|---|---|---|---|---|"]
+    for c in CLASSES:
+        one, per = ceiling[c]["single"], ceiling[c]["per_source"]
+        sign = "<" if c == "SB" else ">"
+        lines.append(f"| {c} | {sign} {one['bpm']} bpm | {one['f1']:.2f} | "
+                     + ", ".join(f"{s} {sign} {v}" for s, v in per["bpm"].items()) + f" | {per['f1']:.2f} |")
+    lines.append("")
     pr = r["pr_over_200_ms"]
     cost = r["cost"]
     lines += ["## PR > 200 ms against 1dAVb", "",

@@ -205,7 +205,7 @@ def stats(done: list[tuple[Request, Answer]], wall: float) -> dict[str, Any]:
 
 
 class Server:
-    def __init__(self, export: Path, backend: str, precision: str, replicas: int, log: Path):
+    def __init__(self, export: Path, backend: str, precision: str, replicas: int | str, log: Path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -255,6 +255,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--count", type=int, default=240, help="requests at each concurrency")
     parser.add_argument("--hostile", type=int, default=200)
+    parser.add_argument("--replicas", default="1,auto", help="`serve --replicas` settings to load, side by side")
     args = parser.parse_args()
     from ecg_edge.home import home_export_dir
 
@@ -287,18 +288,27 @@ def main() -> None:
         print(f"offline infer: {len(files)} recordings, {best.throughput:.1f} ECG/s ({bare:.1f} measure off)",
               flush=True)
 
-        server = Server(export, args.backend, args.precision, 1, Path(tmp) / "serve.log")
-        report["start_s"] = round(server.started_s, 1)
-        try:
-            load(server.url, requests, 4, len(requests))  # warm: every recording once
-            levels = {}
-            off = [replace(r, path=r.path + ("&" if "?" in r.path else "?") + "measure=off") for r in requests]
-            for clients, sent, label in ((1, requests, "1"), (8, requests, "8"), (32, requests, "32"),
-                                         (1, off, "1, measure off"), (8, off, "8, measure off")):
-                done, wall = load(server.url, sent, clients, args.count)
-                levels[label] = stats(done, wall) | {"wrong": check(done, offline, classes)}
-                print(f"{label} clients: {levels[label]}", flush=True)
-            report["levels"] = levels
+        report["levels"], report["start_s"] = {}, {}
+        settings = args.replicas.split(",")
+        for setting in settings:
+            server = Server(export, args.backend, args.precision, setting, Path(tmp) / f"serve-{setting}.log")
+            report["start_s"][setting] = round(server.started_s, 1)
+            try:
+                load(server.url, requests, 4, len(requests))  # warm: every recording once
+                label = f"{setting} ({len(replica_pids())})" if setting == "auto" else setting
+                levels = report["levels"][label] = {}
+                off = [replace(r, path=r.path + ("&" if "?" in r.path else "?") + "measure=off") for r in requests]
+                for clients, sent, name in ((1, requests, "1"), (8, requests, "8"), (32, requests, "32"),
+                                            (1, off, "1, measure off"), (8, off, "8, measure off")):
+                    done, wall = load(server.url, sent, clients, args.count)
+                    levels[name] = stats(done, wall) | {"wrong": check(done, offline, classes)}
+                    print(f"replicas {label}, {name} clients: {levels[name]}", flush=True)
+            except BaseException:
+                server.stop()
+                raise
+            if setting != settings[-1]:
+                server.stop()
+        try:  # the faults, on the last server
             mixed = [x for pair in zip(requests * (args.hostile // len(requests) + 1), hostile(requests, args.hostile),
                                        strict=False) for x in pair][:2 * args.hostile]
             done, wall = load(server.url, mixed, 8, len(mixed))
@@ -353,23 +363,25 @@ def write(report: dict[str, Any]) -> None:
     lines = [f"# ecg-edge serve under load, {report['date']}", "",
              f"{report['machine']}; backend {report['backend']} {report['precision']}; {report['recordings']} real "
              f"recordings (LUDB and CinC 2021 WFDB records as multipart, CODE-test exams as single-exam HDF5); "
-             f"loopback. Server start {report['start_s']} s, stop (SIGTERM) {report['stop_s']} s.", "",
+             f"loopback. Server start {', '.join(f'{v} s ({k} replicas)' for k, v in report['start_s'].items())}, "
+             f"stop (SIGTERM) {report['stop_s']} s.", "",
              f"Offline `infer` (same backend, same recordings, best of 2): **{offline} ECG/s** ({bare} with "
              "`--measure off`; the server's `?measure=off` rows are compared with that).", "",
-             "| clients | requests | ECG/s | vs offline | p50 ms | p99 ms | max ms | batch mean / max | errors | "
-             "wrong |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for clients, s in report["levels"].items():
-        base = bare if "off" in clients else offline
-        lines.append(f"| {clients} | {s['requests']} | {s['per_s']} | {s['per_s'] / base:.2f}x | {s['p50_ms']} | "
-                     f"{s['p99_ms']} | {s['max_ms']} | {s['batch_mean']} / {s['batch_max']} | {s['errors']} | "
-                     f"{len(s['wrong'])} |")
-    levels = report["levels"]
+             "| replicas | clients | requests | ECG/s | vs offline | p50 ms | p99 ms | max ms | batch mean / max | "
+             "errors | wrong |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for replicas, levels in report["levels"].items():
+        for clients, s in levels.items():
+            base = bare if "off" in clients else offline
+            lines.append(f"| {replicas} | {clients} | {s['requests']} | {s['per_s']} | {s['per_s'] / base:.2f}x | "
+                         f"{s['p50_ms']} | {s['p99_ms']} | {s['max_ms']} | {s['batch_mean']} / {s['batch_max']} | "
+                         f"{s['errors']} | {len(s['wrong'])} |")
     lines.append("")
-    for suffix in ("", ", measure off"):
-        single, eight = levels["1" + suffix]["p50_ms"], levels["8" + suffix]["p99_ms"]
-        lines.append(f"p99 at 8 clients / single-request latency (p50 at 1 client){suffix}: "
-                     f"**{eight / single:.2f}x**; 8 clients / throughput at 8 = "
-                     f"{8000 / levels['8' + suffix]['per_s']:.0f} ms mean latency by Little's law.")
+    for replicas, levels in report["levels"].items():
+        for suffix in ("", ", measure off"):
+            single, eight = levels["1" + suffix]["p50_ms"], levels["8" + suffix]["p99_ms"]
+            lines.append(f"- replicas {replicas}{suffix}: p99 at 8 clients / single-request latency (p50 at 1 "
+                         f"client) **{eight / single:.2f}x**; 8 clients / throughput at 8 = "
+                         f"{8000 / levels['8' + suffix]['per_s']:.0f} ms mean latency by Little's law.")
     lines.append("")
     f = report["faults"]
     lines += [f"Faults: {f['hostile']} hostile requests interleaved with {f['requests'] - f['hostile']} good ones "
@@ -381,7 +393,8 @@ def write(report: dict[str, Any]) -> None:
               f"{k['requests'] // 4} of {k['requests']} requests, 8 clients retrying up to 4 times): "
               f"{len(k['lost'])} lost, {k['retried']} retried (most tries {k['max_tries']}), {len(k['wrong'])} "
               f"wrong, slowest {k['max_ms']} ms; replicas back to {k['replicas_after']}.", ""]
-    for problem in [*sum((s["wrong"] for s in report["levels"].values()), []), *f["wrong"], *k["lost"]][:20]:
+    wrong = [p for levels in report["levels"].values() for s in levels.values() for p in s["wrong"]]
+    for problem in [*wrong, *f["wrong"], *k["lost"]][:20]:
         lines.append(f"- {problem}")
     atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -8,6 +8,7 @@ import typer
 
 from ecg_edge.cli.application import command, log
 from ecg_edge.cli.options import BackendOption, ModelOption, PrecisionOption, ThreadsOption, ThresholdOption
+from ecg_edge.errors import InputError
 
 
 @command()
@@ -18,8 +19,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; mind who can reach "
                                            "it).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    replicas: Annotated[int, typer.Option(min=1, help="Replicas, each with its own backend (GPU backends: one GPU "
-                                                      "each).")] = 1,
+    replicas: Annotated[str, typer.Option(help="Replicas, each with its own backend: a number, or auto (CPU "
+                                               "backends: one per CPU, at most 8; GPU backends: one, with a "
+                                               "GPU).")] = "auto",
     max_batch: Annotated[int, typer.Option(min=1, help="Requests merged into one backend call.")] = 64,
     batch_wait_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for more requests.")] = 5.0,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (413 above).")] = 32,
@@ -35,6 +37,8 @@ def serve(
     from ecg_edge.serve.options import ServeOptions
     from ecg_edge.serve.server import resolve, serve_until_stopped
 
+    if replicas != "auto" and not (replicas.isdigit() and int(replicas) >= 1):
+        raise InputError(None, f"--replicas {replicas!r}: a whole number of at least 1, or auto")
     export_dir = resolve_export_dir(model)
     classes = list(load_manifest(export_dir)["output"]["classes"])
     options = ServeOptions(export_dir=str(export_dir.resolve()), backend=backend, precision=precision,
@@ -43,4 +47,4 @@ def serve(
                            thresholds=parse_thresholds(threshold or [], classes))
     options, why = resolve(options)
     log(f"backend: {options.backend} {options.precision} ({why})")
-    serve_until_stopped(options, host, port, replicas, ray_address, log)
+    serve_until_stopped(options, host, port, replicas if replicas == "auto" else int(replicas), ray_address, log)

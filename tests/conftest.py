@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests never touch the user's ~/.ecg-edge: one throwaway home for the session (the `home` fixture
 # gives a test a fresh one); `auto`'s measured CPU-runtime choice is cached there once per export.
 os.environ["ECG_EDGE_HOME"] = tempfile.mkdtemp(prefix="ecg-edge-test-home-")
+atexit.register(shutil.rmtree, os.environ["ECG_EDGE_HOME"], ignore_errors=True)  # one per worker process
 sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED_WFDB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wfdb"

@@ -26,6 +26,7 @@ from test_infer import tiny_export
 from ecg_edge.exams import ReadOptions
 from ecg_edge.serve import kserve
 from ecg_edge.serve.bodies import BodyError, Upload, read_uploads
+from ecg_edge.serve.server import MAX_AUTO_REPLICAS, replica_count
 from ecg_edge.spec import LEADS, N_SAMPLES
 
 FORMATS_DIR = SHARED_WFDB.parent / "formats"
@@ -100,6 +101,25 @@ def test_hostile_bodies_are_refused_with_one_line(tmp_path):
         assert info.value.status == status, (name, str(info.value))
         message = str(info.value)
         assert "\n" not in message and "/tmp" not in message and "ecg-edge-serve-" not in message, (name, message)
+
+
+@pytest.mark.parametrize(("requested", "backend", "cpus", "want"), [
+    ("auto", "ort-cpu", 2, 2), ("auto", "openvino", 1, 1), ("auto", "ort-cpu", 64, MAX_AUTO_REPLICAS),
+    ("auto", "tensorrt", 16, 1), ("auto", "ort-cuda", 16, 1), (3, "ort-cpu", 2, 3), (1, "tensorrt", 16, 1)])
+def test_replicas_auto_follows_the_cpus_a_machine_reports(requested, backend, cpus, want):
+    count, why = replica_count(requested, backend, cpus)
+    assert count == want
+    assert why.startswith("asked" if requested != "auto" else "auto")
+    assert (f"at most {MAX_AUTO_REPLICAS}" in why) == (want == MAX_AUTO_REPLICAS < cpus)
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-1", "1.5"])
+def test_replicas_must_be_a_count_or_auto(bad, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ecg_edge.cli", "serve", "--replicas", bad, "--model", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "--replicas" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_npy_with_nan_is_refused():
@@ -212,7 +232,7 @@ class Server:
         # Its own session: a SIGTERM meant for it reaches it alone, never this test process's group.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ecg_edge.cli", "serve", "--model", str(export), "--backend", "ort-cpu",
-             "--port", str(self.port), "--batch-wait-ms", "300", "--max-body-mb", "4"],
+             "--port", str(self.port), "--batch-wait-ms", "300", "--max-body-mb", "4", "--replicas", "1"],
             stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env=env, start_new_session=True)  # noqa: SIM115
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

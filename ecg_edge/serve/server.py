@@ -19,6 +19,8 @@ from ecg_edge.manifest import Manifest
 from ecg_edge.serve.options import DEFAULT_REQUEST_TIMEOUT_S, ServeOptions
 
 APP_NAME = "ecg-edge"
+# Each replica holds a Python, a model and neurokit2 (~0.5 GB): a cap keeps `auto` sane on big hosts.
+MAX_AUTO_REPLICAS = 8
 
 
 def resolve(options: ServeOptions) -> tuple[ServeOptions, str]:
@@ -27,6 +29,18 @@ def resolve(options: ServeOptions) -> tuple[ServeOptions, str]:
         raise InputError(None, "serve runs exported files: choose an exported backend (keras is the reference)")
     name, why = choose_backend(Manifest.load(options.export_dir), options.backend, options.precision, options.threads)
     return replace(options, backend=name), why or ("named" if options.backend != "auto" else "auto")
+
+
+def replica_count(requested: int | str, backend: str, cpus: int) -> tuple[int, str]:
+    """How many replicas, and why. `auto`: a CPU backend, one per CPU (reading a recording is Python
+    that holds its process's GIL, so processes, not threads, keep the cores busy: measured on 2 cores,
+    2 replicas answered 1.37x the requests of one); a GPU backend, one (it takes a GPU)."""
+    if requested != "auto":
+        return int(requested), "asked"
+    if backend in GPU_ORDER:
+        return 1, "auto: one per GPU backend"
+    n = max(1, min(cpus, MAX_AUTO_REPLICAS))
+    return n, f"auto: one per CPU of {cpus}" + (f", at most {MAX_AUTO_REPLICAS}" if cpus > MAX_AUTO_REPLICAS else "")
 
 
 def replica_threads(options: ServeOptions, replicas: int) -> int | None:
@@ -49,7 +63,7 @@ def application(options: ServeOptions, replicas: int) -> Any:
 
 
 def serve_until_stopped(
-    options: ServeOptions, host: str, port: int, replicas: int, ray_address: str | None,
+    options: ServeOptions, host: str, port: int, replicas: int | str, ray_address: str | None,
     log: Callable[[str], None], stop: threading.Event | None = None,
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
 ) -> None:
@@ -60,16 +74,18 @@ def serve_until_stopped(
     except ImportError as exc:
         raise MachineError("serve", f"Ray Serve is not installed ({exc.name}): pip install 'ecg-edge[serve]'") from None
 
-    options = replace(options, threads=replica_threads(options, replicas))
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # the CPUs Ray schedules on: this machine's, or the cluster's with --ray-address
+    count, why = replica_count(replicas, options.backend, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
+    options = replace(options, threads=replica_threads(options, count))
     stop = stop or threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
-        serve.run(application(options, replicas), name=APP_NAME, route_prefix="/", blocking=False)
-        log(f"serving on http://{host}:{port}/ ({replicas} replica{'s' * (replicas > 1)}, {options.backend} "
+        serve.run(application(options, count), name=APP_NAME, route_prefix="/", blocking=False)
+        log(f"serving on http://{host}:{port}/ ({count} replica{'s' * (count > 1)} ({why}), {options.backend} "
             f"{options.precision}, batches of up to {options.max_batch} requests): POST /v1/ecg, "
             "POST /v2/models/ecg/infer; Ctrl-C stops")
         ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
