@@ -241,6 +241,26 @@ class Server:
         return time.perf_counter() - start
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this machine's processes, by role: replicas, Serve's HTTP proxy, the rest of
+    Ray, this load generator (utime + stime from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    roles: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        role = ("replicas" if "ServeReplica" in command else "proxy" if "ProxyActor" in command
+                else "load generator" if int(pid) == os.getpid() else "ray, other" if "ray" in command else None)
+        if role:
+            roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return roles
+
+
 def replica_pids() -> list[int]:
     found = subprocess.run(["pgrep", "-f", "ray::ServeReplica:ecg-edge"], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]
@@ -300,8 +320,12 @@ def main() -> None:
                 off = [replace(r, path=r.path + ("&" if "?" in r.path else "?") + "measure=off") for r in requests]
                 for clients, sent, name in ((1, requests, "1"), (8, requests, "8"), (32, requests, "32"),
                                             (1, off, "1, measure off"), (8, off, "8, measure off")):
+                    before = cpu_seconds()
                     done, wall = load(server.url, sent, clients, args.count)
-                    levels[name] = stats(done, wall) | {"wrong": check(done, offline, classes)}
+                    after = cpu_seconds()
+                    cpu_ms = {role: round((after[role] - before.get(role, 0.0)) * 1000 / len(done), 1)
+                              for role in after}
+                    levels[name] = stats(done, wall) | {"wrong": check(done, offline, classes), "cpu_ms": cpu_ms}
                     print(f"replicas {label}, {name} clients: {levels[name]}", flush=True)
             except BaseException:
                 server.stop()
@@ -375,6 +399,15 @@ def write(report: dict[str, Any]) -> None:
             lines.append(f"| {replicas} | {clients} | {s['requests']} | {s['per_s']} | {s['per_s'] / base:.2f}x | "
                          f"{s['p50_ms']} | {s['p99_ms']} | {s['max_ms']} | {s['batch_mean']} / {s['batch_max']} | "
                          f"{s['errors']} | {len(s['wrong'])} |")
+    lines += ["", "CPU milliseconds a request, by process (32 clients; offline `infer` spends at most "
+              f"{1000 * (os.cpu_count() or 1) / offline:.0f} ms an exam: all cores for 1 / its ECG/s):", "",
+              "| replicas | replicas' processes | HTTP proxy | Ray, other | load generator | all |",
+              "|---|---|---|---|---|---|"]
+    for replicas, levels in report["levels"].items():
+        cpu = levels["32"]["cpu_ms"]
+        lines.append(f"| {replicas} | " + " | ".join(str(cpu.get(role, 0)) for role in
+                                                    ("replicas", "proxy", "ray, other", "load generator"))
+                     + f" | {sum(cpu.values()):.0f} |")
     lines.append("")
     for replicas, levels in report["levels"].items():
         for suffix in ("", ", measure off"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -25,8 +24,6 @@ def epoch_printer(total: int, console: Console) -> Callable[[int, dict], None]:
 # Real recordings the demo fine-tunes on only from this many labelled ones; a share is held out to score on.
 MIN_REAL_TO_FINETUNE = 40
 REAL_HELD_OUT = 0.3
-REAL_EPOCHS = 10
-REAL_TRANSFER_EPOCHS = 4
 
 
 def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Console) -> None:
@@ -46,7 +43,16 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
     from ecg_edge.training.evaluate import write_report
     from ecg_edge.training.labels import labelled_recordings, split_by_record
     from ecg_edge.training.models import load_keras_model
-    from ecg_edge.training.train import TrainOptions, finetune_model, retrain_model, train_model
+    from ecg_edge.training.train import (
+        REAL_EPOCHS,
+        REAL_TRANSFER_EPOCHS,
+        TrainOptions,
+        finetune_model,
+        real_recipe,
+        real_transfer_recipe,
+        retrain_model,
+        train_model,
+    )
 
     records = [r for r in records or [] if r.exists()]
     home = model_home()
@@ -82,9 +88,7 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
         n_fit = hdf5_exam_count(fit_h5)
         console.rule(f"3/7 fine-tune on {n_fit} real recordings ({n_real - n_fit} held out; {REAL_EPOCHS} epochs, "
                      "every layer, lr 1e-4)")
-        real_options = TrainOptions(task="six", epochs=REAL_EPOCHS, batch_size=16, learning_rate=1e-4,
-                                    validation_fraction=0.2, seed=seed, split="record", augment=True, balance=True,
-                                    early_stopping_patience=6, lr_patience=4)
+        real_options = real_recipe(seed)
         # the whole six-class model from its synthetic start (measured: better on held-out real recordings
         # than the transfer model's three new layers, whose head starts from nothing on 188 recordings)
         model_path, _ = retrain_model(synthetic_path, [fit_h5], fit_csv, home_model_path(), real_options,
@@ -92,7 +96,7 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
         transfer_data, transfer_epochs = ([fit_h5], fit_csv), REAL_TRANSFER_EPOCHS
         if not _has_normal(fit_csv):
             transfer_data, transfer_epochs = ([train_h5], train_csv), 1
-        binary_options = replace(real_options, task="binary", epochs=transfer_epochs, learning_rate=1e-3)
+        binary_options = real_transfer_recipe(seed, transfer_epochs)
     else:
         console.rule("3/7 fine-tune the binary transfer model (1 epoch)")
         transfer_data, transfer_epochs = ([train_h5], train_csv), 1

@@ -179,6 +179,14 @@ def test_split_by_record_and_labels_from_headers(labelled, tmp_path_factory):
         row = [k.decode() for k in whole["exam_id"][:]].index(key)
         np.testing.assert_array_equal(part["tracings"][0], whole["tracings"][row])
     assert split_by_record(h5, csv_path, 0.4, out)[1][0] == test_h5  # the same records every time
+    # k folds: each record held out by exactly one, never trained on by that one
+    held = []
+    for i in range(3):
+        (fold_fit, fold_fit_csv), (_, fold_test_csv) = split_by_record(h5, csv_path, 0.0, out, fold=(i, 3))
+        part, rest = set(read_labels_csv(fold_test_csv)), set(read_labels_csv(fold_fit_csv))
+        assert part and not part & rest and len(part | rest) == 5
+        held += sorted(part)
+    assert sorted(held) == sorted(read_labels_csv(csv_path))
     # WFDB '# Dx:' headers label a folder that has no labels.csv
     import wfdb
 

@@ -187,10 +187,12 @@ def training_inputs(
 
 def split_by_record(
     h5: Path, labels_csv: Path, held_out: float, folder: Path, seed: str = "held-out",
+    fold: tuple[int, int] | None = None,
 ) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
     """A labelled CODE-layout set split by a hash of each exam id (a record key) into a part to
     train on and a part held out, each its own HDF5 file and labels CSV: ((train h5, csv), (held-out
-    h5, csv)). The same records fall on the same side on every machine."""
+    h5, csv)). The same records fall on the same side on every machine. `fold=(i, k)` holds out the
+    i-th of k folds instead of the share `held_out` (every record held out by exactly one fold)."""
     import h5py
 
     with open(labels_csv, newline="") as f:
@@ -200,7 +202,7 @@ def split_by_record(
     with h5py.File(h5, "r") as f:
         ids = _texts(f["exam_id"][:])
     ranked = sorted(ids, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
-    test = set(ranked[: int(round(len(ids) * held_out))])
+    test = set(ranked[fold[0]::fold[1]] if fold else ranked[: int(round(len(ids) * held_out))])
     parts = []
     for name, keep in (("train", [i for i, k in enumerate(ids) if k not in test]),
                        ("held-out", [i for i, k in enumerate(ids) if k in test])):

@@ -42,6 +42,23 @@ class TrainOptions:
     balance: bool = False  # sample weights that lift rare classes
 
 
+# How the six-class model is trained further on a few hundred real recordings (the demo's recipe,
+# measured by benchmarks/real_cv.py): every layer at a low rate, augmented, rare classes weighted,
+# validation by record; the binary transfer model on the same data at a higher rate (its head is new).
+REAL_EPOCHS = 10
+REAL_TRANSFER_EPOCHS = 4
+
+
+def real_recipe(seed: int = 0, epochs: int = REAL_EPOCHS) -> TrainOptions:
+    return TrainOptions(task="six", epochs=epochs, batch_size=16, learning_rate=1e-4, validation_fraction=0.2,
+                        seed=seed, split="record", augment=True, balance=True, early_stopping_patience=6,
+                        lr_patience=4)
+
+
+def real_transfer_recipe(seed: int = 0, epochs: int = REAL_TRANSFER_EPOCHS) -> TrainOptions:
+    return replace(real_recipe(seed, epochs), task="binary", learning_rate=1e-3)
+
+
 def _strategy(name: str) -> Any:
     import tensorflow as tf
 
