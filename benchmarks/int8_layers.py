@@ -42,6 +42,23 @@ def outputs(path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
         return out, (time.perf_counter() - start) * 1e3 / len(x)
 
 
+def threshold_crowding(ref: np.ndarray, out: np.ndarray, thresholds: np.ndarray, classes: list[str]) -> list[str]:
+    """Where INT8's flips come from: per class, how many exams flip and how close FP32 put them to the
+    threshold. A model whose probabilities crowd a threshold flips exams at any small change."""
+    flips = (ref >= thresholds) != (out >= thresholds)
+    margin = np.abs(ref - thresholds)
+    change = np.abs(out - ref)
+    lines = ["| class | threshold | exams flipped | FP32 within 0.02 of the threshold | median FP32 distance, "
+             "flipped exams | median |dp| |", "|---|---|---|---|---|---|"]
+    for k, c in enumerate(classes):
+        flipped = flips[:, k]
+        lines.append(f"| {c} | {thresholds[k]:.3f} | {int(flipped.sum())} of {len(ref)} | "
+                     f"{(margin[:, k] < 0.02).mean():.0%} | "
+                     f"{f'{np.median(margin[flipped, k]):.4f}' if flipped.any() else '-'} | "
+                     f"{np.median(change[:, k]):.4f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     import onnx
 
@@ -56,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("real", type=Path, nargs="+")
     parser.add_argument("--top", type=int, default=4, help="layers kept in float together, at most")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-layers", dest="layers", action="store_false",
+                        help="skip the layer search: plain INT8 on the gate set and where its flips come from")
     args = parser.parse_args(argv)
     loaded = load_keras_model(args.model)
     classes = list(loaded.info["classes"])
@@ -81,9 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         def agreement(recipe: Int8Recipe, x: np.ndarray, ref: np.ndarray, name: str) -> tuple[float, float, float]:
             path = quantize_int8(prepared, folder / f"{name}.onnx", sets.calibration, recipe)
             out, ms = outputs(path, x)
+            int8_out[name] = out
             parity = compare(ref, out, thresholds, "fp32", classes=classes)
             return parity.exam_agreement, parity.max_abs_diff, ms
 
+        int8_out: dict[str, np.ndarray] = {}
+        gate_plain = agreement(base, sets.gate, ref_gate, "gate-plain")
+        crowding = ["", f"Where plain INT8's flips come from, on the gate set ({gate_plain[0]:.1%} of exams keep their "
+                    f"findings; FP32 {fp32_ms:.1f} ms/exam, INT8 {gate_plain[2]:.1f}):", "",
+                    *threshold_crowding(ref_gate, int8_out["gate-plain"], thresholds, classes), ""]
+        if not args.layers:
+            lines += crowding
+            return _write(lines, args.out or RESULTS / f"int8-margins-{dt.date.today()}.md")
         plain = agreement(base, sets.recipe_set, ref_choice, "plain")
         print(f"plain INT8 on the choice set: {plain[0]:.1%}", flush=True)
         gains = []
@@ -104,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((len(chosen), recipe, choice))
             print(f"top {len(chosen)} in float: choice {choice[0]:.1%}", flush=True)
         best = max(rows, key=lambda row: (row[2][0], -row[0]))
-        gate_plain = agreement(base, sets.gate, ref_gate, "gate-plain")
         gate_best = agreement(best[1], sets.gate, ref_gate, "gate-best")
     lines += ["", "The most helpful layers kept in float together, on the choice set:", "",
               "| layers in float | agreement | max |dp| | ms/exam |", "|---|---|---|---|"]
@@ -114,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
               f"| plain (percentile) | {gate_plain[0]:.1%} | {gate_plain[1]:.2e} | {gate_plain[2]:.1f} |",
               f"| {best[0]} layers in float ({', '.join(best[1].float_names)}) | {gate_best[0]:.1%} | "
               f"{gate_best[1]:.2e} | {gate_best[2]:.1f} |", "",
-              "Target: 97% of real gate exams keep their findings."]
+              "Target: 97% of real gate exams keep their findings.", *crowding]
+    return _write(lines, args.out or RESULTS / f"int8-layers-{dt.date.today()}.md")
+
+
+def _write(lines: list[str], out: Path) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
-    out = args.out or RESULTS / f"int8-layers-{dt.date.today()}.md"
     atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0

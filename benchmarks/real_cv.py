@@ -28,6 +28,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,16 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=REAL_EPOCHS, help="six-class model, per fold")
     parser.add_argument("--transfer-epochs", type=int, default=REAL_TRANSFER_EPOCHS, help="binary model, per fold")
+    parser.add_argument("--lr", type=float, help="six-class learning rate (default: the recipe's)")
+    parser.add_argument("--no-balance", dest="balance", action="store_false",
+                        help="no class weights for the six-class model (the recipe weights rare classes)")
+    parser.add_argument("--six-only", action="store_true", help="skip the binary transfer model")
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples per figure")
     parser.add_argument("--out", type=Path, default=RESULTS / f"real-cv-{dt.date.today():%Y-%m-%d}")
     args = parser.parse_args()
     started = time.perf_counter()
     recipe, transfer = real_recipe(epochs=args.epochs), real_transfer_recipe(epochs=args.transfer_epochs)
+    recipe = replace(recipe, balance=args.balance, learning_rate=args.lr or recipe.learning_rate)
 
     with tempfile.TemporaryDirectory(prefix="real-cv-") as tmp_name:
         tmp = Path(tmp_name)
@@ -127,23 +133,25 @@ def main() -> None:
             (fit_h5, fit_csv), (test_h5, test_csv) = split_by_record(h5, labels_csv, 0.0, tmp, seed="cv",
                                                                      fold=(i, args.folds))
             six, six_info = retrain_model(start, [fit_h5], fit_csv, tmp / f"six-{i}.keras", recipe)
-            binary, _ = finetune_model(start, [fit_h5], fit_csv, tmp / f"binary-{i}.keras", transfer)
             scored = evaluate(six, [test_h5], test_csv, n_boot=1)
             rows = [order[k] for k in scored["_ids"]]
             p_six[rows] = scored["_p"]
             calls[rows] = np.column_stack([called(scored["_p"][:, c], scored["thresholds"][name])
                                            for c, name in enumerate(CLASSES)])
-            abnormal = evaluate(binary, [test_h5], test_csv, n_boot=1)
-            rows_b = [order[k] for k in abnormal["_ids"]]
-            p_abnormal[rows_b] = abnormal["_p"][:, 0]
-            calls_abnormal[rows_b] = called(abnormal["_p"][:, 0], abnormal["thresholds"][abnormal["classes"][0]])
-            y_abnormal[rows_b] = abnormal["_y"][:, 0]
+            if not args.six_only:
+                binary, _ = finetune_model(start, [fit_h5], fit_csv, tmp / f"binary-{i}.keras", transfer)
+                abnormal = evaluate(binary, [test_h5], test_csv, n_boot=1)
+                rows_b = [order[k] for k in abnormal["_ids"]]
+                p_abnormal[rows_b] = abnormal["_p"][:, 0]
+                calls_abnormal[rows_b] = called(abnormal["_p"][:, 0],
+                                                abnormal["thresholds"][abnormal["classes"][0]])
+                y_abnormal[rows_b] = abnormal["_y"][:, 0]
             folds.append({"fold": i, "held_out": len(rows), "epochs_run": six_info.get("epochs_run"),
                           "thresholds": scored["thresholds"], "seconds": round(time.perf_counter() - t0)})
             print(f"fold {i + 1}/{args.folds}: {len(rows)} held out, {folds[-1]['seconds']} s", flush=True)
             for path in (fit_h5, fit_csv, test_h5, test_csv):
                 path.unlink()
-    assert not np.isnan(p_six).any() and (y_abnormal >= 0).all(), "a record no fold held out"
+    assert not np.isnan(p_six).any() and (args.six_only or (y_abnormal >= 0).all()), "a record no fold held out"
 
     y = before["_y"].astype(bool)
     bpm = rates(args.data)
@@ -152,7 +160,7 @@ def main() -> None:
         "date": f"{dt.date.today():%Y-%m-%d}", "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}", "data": str(args.data), "records": n, "folds": folds,
         "pretrained": str(args.pretrained or f"{args.synthetic} synthetic ECGs, {args.synthetic_epochs} epochs"),
-        "recipe": {"six": vars(recipe), "binary": vars(transfer)}, "classes": {},
+        "recipe": {"six": vars(recipe), "binary": None if args.six_only else vars(transfer)}, "classes": {},
         "minutes": round((time.perf_counter() - started) / 60, 1)}
     p_before = before["_p"]
     calls_before = np.column_stack([called(p_before[:, c], before["thresholds"][name])
@@ -169,8 +177,10 @@ def main() -> None:
             row["rate rule"] = {"f1": figure(yc, rule, "f1", args.boot, c)}
         result["classes"][name] = row
     yb = y_abnormal.astype(bool)
-    result["classes"]["abnormal"] = {"n": n, "positives": int(yb.sum()), "fine-tuned": {
-        "auroc": figure(yb, p_abnormal, "auroc", args.boot, 9), "f1": figure(yb, calls_abnormal, "f1", args.boot, 9)}}
+    if not args.six_only:
+        result["classes"]["abnormal"] = {"n": n, "positives": int(yb.sum()), "fine-tuned": {
+            "auroc": figure(yb, p_abnormal, "auroc", args.boot, 9),
+            "f1": figure(yb, calls_abnormal, "f1", args.boot, 9)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(result, indent=1, default=str))
     atomic_write_text(args.out.with_suffix(".md"), markdown(result))
@@ -191,9 +201,10 @@ def markdown(r: dict[str, Any]) -> str:
              f"{r['records']} real recordings ({r['data']}); {r['machine']}; {r['minutes']} min. Start: "
              f"{r['pretrained']}. Six-class model trained further, every layer: {six['epochs']} epochs, lr "
              f"{six['learning_rate']}, batch {six['batch_size']}, augmentation {six['augment']}, rare classes "
-             f"weighted {six['balance']}, validation fifth by record (thresholds at its best F1). Binary transfer "
-             f"model (freeze 5, cut 45): {binary['epochs']} epochs, lr {binary['learning_rate']}. Every "
-             "recording is scored by the fold that held it out; 95% bootstrap intervals over recordings.", "",
+             f"weighted {six['balance']}, validation fifth by record (thresholds at its best F1). "
+             + (f"Binary transfer model (freeze 5, cut 45): {binary['epochs']} epochs, lr {binary['learning_rate']}. "
+                if binary else "")
+             + "Every recording is scored by the fold that held it out; 95% bootstrap intervals over recordings.", "",
              "| class | n | positives | who | AUROC (95% CI) | F1 (95% CI) | target |", "|---|---|---|---|---|---|---|"]
     for name, row in r["classes"].items():
         target = TARGETS.get(name)
