@@ -205,14 +205,15 @@ def stats(done: list[tuple[Request, Answer]], wall: float) -> dict[str, Any]:
 
 
 class Server:
-    def __init__(self, export: Path, backend: str, precision: str, replicas: int | str, log: Path):
+    def __init__(self, export: Path, backend: str, precision: str, replicas: int | str, log: Path,
+                 proxy: str = "ray"):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ecg_edge.cli", "serve", "--model", str(export), "--backend", backend,
-             "--precision", precision, "--port", str(self.port), "--replicas", str(replicas)],
+             "--precision", precision, "--port", str(self.port), "--replicas", str(replicas), "--proxy", proxy],
             stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
         self.log = log
         self.started_s = self.wait_ready(180)
@@ -242,8 +243,8 @@ class Server:
 
 
 def cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of this machine's processes, by role: replicas, Serve's HTTP proxy, the rest of
-    Ray, this load generator (utime + stime from /proc)."""
+    """CPU seconds so far of this machine's processes, by role: replicas, the HTTP proxy (Serve's, or
+    HAProxy and its manager), the rest of Ray, this load generator (utime + stime from /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
     roles: dict[str, float] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -254,7 +255,8 @@ def cpu_seconds() -> dict[str, float]:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile
             continue
-        role = ("replicas" if "ServeReplica" in command else "proxy" if "ProxyActor" in command
+        role = ("replicas" if "ServeReplica" in command
+                else "proxy" if "ProxyActor" in command or "haproxy" in command.lower()
                 else "load generator" if int(pid) == os.getpid() else "ray, other" if "ray" in command else None)
         if role:
             roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
@@ -275,7 +277,9 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--count", type=int, default=240, help="requests at each concurrency")
     parser.add_argument("--hostile", type=int, default=200)
-    parser.add_argument("--replicas", default="1,auto", help="`serve --replicas` settings to load, side by side")
+    parser.add_argument("--servers", default="1,auto,auto:haproxy",
+                        help="servers to load side by side: `serve --replicas` settings, each with :PROXY for "
+                             "`--proxy` (default ray)")
     args = parser.parse_args()
     from ecg_edge.home import home_export_dir
 
@@ -309,13 +313,16 @@ def main() -> None:
               flush=True)
 
         report["levels"], report["start_s"] = {}, {}
-        settings = args.replicas.split(",")
-        for setting in settings:
-            server = Server(export, args.backend, args.precision, setting, Path(tmp) / f"serve-{setting}.log")
+        settings = args.servers.split(",")
+        for k, setting in enumerate(settings):
+            replicas, _, proxy = setting.partition(":")
+            server = Server(export, args.backend, args.precision, replicas, Path(tmp) / f"serve-{k}.log",
+                            proxy or "ray")
             report["start_s"][setting] = round(server.started_s, 1)
             try:
                 load(server.url, requests, 4, len(requests))  # warm: every recording once
-                label = f"{setting} ({len(replica_pids())})" if setting == "auto" else setting
+                label = (f"{replicas} ({len(replica_pids())})" if replicas == "auto" else replicas) + \
+                    (f", {proxy}" if proxy else "")
                 levels = report["levels"][label] = {}
                 off = [replace(r, path=r.path + ("&" if "?" in r.path else "?") + "measure=off") for r in requests]
                 for clients, sent, name in ((1, requests, "1"), (8, requests, "8"), (32, requests, "32"),

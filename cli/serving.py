@@ -27,6 +27,10 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (413 above).")] = 32,
     threshold: ThresholdOption = None,
     threads: ThreadsOption = None,
+    proxy: Annotated[str, typer.Option(help="What routes requests to the replicas: ray (Ray Serve's proxy) or "
+                                            "haproxy (Ray's HAProxy mode: the haproxy program on PATH; faster, "
+                                            "and opens HAProxy's stats and metrics ports on every interface).")
+                     ] = "ray",
     ray_address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster (e.g. auto); default: start "
                                                          "a local one.")] = None,
 ) -> None:
@@ -47,4 +51,5 @@ def serve(
                            thresholds=parse_thresholds(threshold or [], classes))
     options, why = resolve(options)
     log(f"backend: {options.backend} {options.precision} ({why})")
-    serve_until_stopped(options, host, port, replicas if replicas == "auto" else int(replicas), ray_address, log)
+    serve_until_stopped(options, host, port, replicas if replicas == "auto" else int(replicas), ray_address, log,
+                        proxy=proxy)

@@ -224,7 +224,7 @@ def _multipart(uploads: list[Upload]) -> tuple[bytes, dict[str, str]]:
 
 
 class Server:
-    def __init__(self, export: Path, tmp: Path):
+    def __init__(self, export: Path, tmp: Path, *extra: str):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "serve.log"
@@ -232,7 +232,7 @@ class Server:
         # Its own session: a SIGTERM meant for it reaches it alone, never this test process's group.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ecg_edge.cli", "serve", "--model", str(export), "--backend", "ort-cpu",
-             "--port", str(self.port), "--batch-wait-ms", "300", "--max-body-mb", "4", "--replicas", "1"],
+             "--port", str(self.port), "--batch-wait-ms", "300", "--max-body-mb", "4", "--replicas", "1", *extra],
             stdout=subprocess.DEVNULL, stderr=self.log.open("w"), env=env, start_new_session=True)  # noqa: SIM115
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -382,6 +382,64 @@ def test_a_claimed_huge_body_is_refused_before_it_is_sent(server):
         s.sendall(b"POST /v1/ecg HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nabc")
         reply = s.recv(4096).decode(errors="replace")
     assert reply.startswith("HTTP/1.1 413"), reply[:200]
+
+
+@pytest.mark.slow  # a Ray Serve server of its own process
+def test_haproxy_in_front_answers_as_infer_and_stops_clean(export, tmp_path):
+    """Ray's HAProxy mode in front of 2 replicas: the same answers, every HAProxy file removed at exit."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ecg-edge[serve]')")
+    from ecg_edge.serve.proxy import haproxy_program
+
+    if haproxy_program() is None:
+        pytest.skip("no HAProxy program (ray[serve] brings one on Linux)")
+    before = set(Path("/tmp").glob("ecg-haproxy-*"))
+    own = Server(export, tmp_path, "--proxy", "haproxy", "--replicas", "2")
+    try:
+        x = np.random.default_rng(9).normal(scale=0.2, size=(2, N_SAMPLES, len(LEADS))).astype(np.float32)
+        h5 = write_code_hdf5(tmp_path / "two.h5", x, exam_ids=[1, 2])
+        for _ in range(4):  # over both replicas
+            status, body = _post(f"{own.url}/v1/ecg?name=two.h5", h5.read_bytes())
+            assert status == 200, body
+            served = json.loads(body)
+            classes = [c["abbreviation"] for c in served["classes"]]
+            _same_exams(served["exams"], _infer_json(export, h5, tmp_path)["exams"], classes)
+        status, body = _post(f"{own.url}/v1/ecg?name=x.xml", b"<not-an-ecg/>")
+        assert 400 <= status < 500 and b"Traceback" not in body
+        assert "HAProxy routes requests" in own.log.read_text()
+    finally:
+        assert own.stop() == 0, own.log.read_text()[-2000:]
+    assert set(Path("/tmp").glob("ecg-haproxy-*")) == before
+
+
+def test_proxy_choices_are_checked_before_anything_starts(monkeypatch, tmp_path):
+    from ecg_edge.errors import InputError, MachineError
+    from ecg_edge.serve.proxy import check_proxy, proxy_environment
+
+    with pytest.raises(InputError, match="--proxy 'nginx'"):
+        check_proxy("nginx", None)
+    with pytest.raises(InputError, match="to join a cluster"):
+        check_proxy("haproxy", "auto")
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "absent"))
+    with pytest.raises(MachineError, match="no HAProxy program"):
+        check_proxy("haproxy", None)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "1234")
+    with proxy_environment("haproxy") as note:
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and note and "every interface" in note
+        folder = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
+        assert folder.is_dir() and os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] != "1234"
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ and not folder.exists()
+    assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "1234"  # what was there before comes back
+    with proxy_environment("ray") as note:
+        assert note is None and "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ
+
+
+def test_serve_without_haproxy_is_exit_3(tmp_path):
+    env = {**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(tmp_path / "absent")}
+    done = subprocess.run([sys.executable, "-m", "ecg_edge.cli", "serve", "--proxy", "haproxy",
+                           "--model", str(tiny_export(tmp_path / "export")), "--backend", "ort-cpu"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "haproxy" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.slow  # a Ray Serve server of its own process

@@ -17,6 +17,7 @@ from ecg_edge.backends import GPU_ORDER, choose_backend
 from ecg_edge.errors import InputError, MachineError
 from ecg_edge.manifest import Manifest
 from ecg_edge.serve.options import DEFAULT_REQUEST_TIMEOUT_S, ServeOptions
+from ecg_edge.serve.proxy import check_proxy, proxy_environment
 
 APP_NAME = "ecg-edge"
 # Each replica holds a Python, a model and neurokit2 (~0.5 GB): a cap keeps `auto` sane on big hosts.
@@ -65,9 +66,20 @@ def application(options: ServeOptions, replicas: int) -> Any:
 def serve_until_stopped(
     options: ServeOptions, host: str, port: int, replicas: int | str, ray_address: str | None,
     log: Callable[[str], None], stop: threading.Event | None = None,
-    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S, proxy: str = "ray",
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop` is set), then drain and stop what was started here."""
+    check_proxy(proxy, ray_address)
+    with proxy_environment(proxy) as note:  # Ray reads its proxy mode from the environment it starts in
+        if note:
+            log(note)
+        _serve_until_stopped(options, host, port, replicas, ray_address, log, stop, request_timeout_s)
+
+
+def _serve_until_stopped(
+    options: ServeOptions, host: str, port: int, replicas: int | str, ray_address: str | None,
+    log: Callable[[str], None], stop: threading.Event | None, request_timeout_s: float,
+) -> None:
     try:
         import ray
         from ray import serve

