@@ -100,13 +100,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="six-class learning rate (default: the recipe's)")
     parser.add_argument("--no-balance", dest="balance", action="store_false",
                         help="no class weights for the six-class model (the recipe weights rare classes)")
+    parser.add_argument("--adapt-bn", action="store_true",
+                        help="six-class model: batch-norm statistics from each fold's real recordings, then fixed")
     parser.add_argument("--six-only", action="store_true", help="skip the binary transfer model")
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples per figure")
     parser.add_argument("--out", type=Path, default=RESULTS / f"real-cv-{dt.date.today():%Y-%m-%d}")
     args = parser.parse_args()
     started = time.perf_counter()
     recipe, transfer = real_recipe(epochs=args.epochs), real_transfer_recipe(epochs=args.transfer_epochs)
-    recipe = replace(recipe, balance=args.balance, learning_rate=args.lr or recipe.learning_rate)
+    recipe = replace(recipe, balance=args.balance, learning_rate=args.lr or recipe.learning_rate,
+                     adapt_batch_norm=args.adapt_bn or recipe.adapt_batch_norm)
 
     with tempfile.TemporaryDirectory(prefix="real-cv-") as tmp_name:
         tmp = Path(tmp_name)
@@ -201,7 +204,8 @@ def markdown(r: dict[str, Any]) -> str:
              f"{r['records']} real recordings ({r['data']}); {r['machine']}; {r['minutes']} min. Start: "
              f"{r['pretrained']}. Six-class model trained further, every layer: {six['epochs']} epochs, lr "
              f"{six['learning_rate']}, batch {six['batch_size']}, augmentation {six['augment']}, rare classes "
-             f"weighted {six['balance']}, validation fifth by record (thresholds at its best F1). "
+             f"weighted {six['balance']}, batch-norm statistics from the real recordings {six['adapt_batch_norm']}, "
+             "validation fifth by record (thresholds at its best F1). "
              + (f"Binary transfer model (freeze 5, cut 45): {binary['epochs']} epochs, lr {binary['learning_rate']}. "
                 if binary else "")
              + "Every recording is scored by the fold that held it out; 95% bootstrap intervals over recordings.", "",

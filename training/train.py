@@ -14,6 +14,7 @@ import numpy as np
 from ecg_edge.errors import InputError
 from ecg_edge.model_info import write_model_info
 from ecg_edge.spec import class_names
+from ecg_edge.training.adapt import adapt_batch_norm, batch_norm_layers, freeze_batch_norm
 from ecg_edge.training.augment import Augment
 from ecg_edge.training.data import HDF5Sequence, train_validation_sequences
 from ecg_edge.training.metrics import max_f1_threshold
@@ -40,6 +41,7 @@ class TrainOptions:
     split: str = "tail"  # 'record': validation exams by a hash of their id (see train_validation_sequences)
     augment: bool = False  # training batches changed as training/augment.py says
     balance: bool = False  # sample weights that lift rare classes
+    adapt_batch_norm: bool = False  # batch-norm statistics from this data, then fixed (training/adapt.py)
 
 
 # How the six-class model is trained further on a few hundred real recordings (the demo's recipe,
@@ -130,11 +132,16 @@ def _fit(
     strategy = _strategy(options.strategy)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build()
+        if options.adapt_batch_norm and best_so_far is None:  # a resumed run's backup holds them already
+            _adapt(model, train, options.learning_rate)
     model.fit(train, validation_data=val, epochs=options.epochs, verbose=0,
               callbacks=callbacks(work_dir, options, epoch_end, best_so_far))
     best = work_dir / "best.keras"
     if best.exists():
         model = keras.saving.load_model(best)
+    if options.adapt_batch_norm:  # shipped as any model is: its statistics kept, every layer trainable again
+        for layer in batch_norm_layers(model):
+            layer.trainable = True
     classes = list(class_names(options.task))
     info = {"task": options.task, "kind": kind, "classes": classes,
             "thresholds": choose_thresholds(model, val, classes),
@@ -148,6 +155,17 @@ def _fit(
     train.close()
     val.close()
     return out, info
+
+
+def _adapt(model: Any, train: HDF5Sequence, learning_rate: float) -> None:
+    """The training exams' own batch-norm statistics (as read, not augmented), fixed from then on."""
+    augment, train.augment = train.augment, None
+    try:
+        adapt_batch_norm(model, (train[i][0] for i in range(len(train))))
+    finally:
+        train.augment = augment
+    freeze_batch_norm(model)
+    compile_for_training(model, learning_rate)  # trainable flags changed: compile again
 
 
 def _resume_state(work_dir: Path) -> float | None:

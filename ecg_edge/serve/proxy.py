@@ -83,6 +83,10 @@ def proxy_environment(proxy: str) -> Iterator[str | None]:
     folder = Path(tempfile.mkdtemp(prefix="ecg-haproxy-", dir="/tmp"))
     stats, metrics = _free_port(), _free_port()
     variables = haproxy_environment(folder, stats, metrics)
+    # Ray keeps a leaving direct-ingress replica 30 s for external load balancers to notice; this
+    # HAProxy is Ray's own, updated within a second, so stopping need not wait that long
+    variables.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
+                         os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"))
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:
