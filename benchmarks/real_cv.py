@@ -101,15 +101,19 @@ def main() -> None:
     parser.add_argument("--no-balance", dest="balance", action="store_false",
                         help="no class weights for the six-class model (the recipe weights rare classes)")
     parser.add_argument("--adapt-bn", action="store_true",
-                        help="six-class model: batch-norm statistics from each fold's real recordings, then fixed")
-    parser.add_argument("--six-only", action="store_true", help="skip the binary transfer model")
+                        help="both models: batch-norm statistics from each fold's real recordings, then fixed")
+    parser.add_argument("--models", default="six,binary", help="which to fine-tune: six, binary or both")
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples per figure")
     parser.add_argument("--out", type=Path, default=RESULTS / f"real-cv-{dt.date.today():%Y-%m-%d}")
     args = parser.parse_args()
+    models = set(args.models.split(","))
+    if not models or models - {"six", "binary"}:
+        raise SystemExit(f"--models {args.models!r}: six, binary or six,binary")
     started = time.perf_counter()
     recipe, transfer = real_recipe(epochs=args.epochs), real_transfer_recipe(epochs=args.transfer_epochs)
     recipe = replace(recipe, balance=args.balance, learning_rate=args.lr or recipe.learning_rate,
                      adapt_batch_norm=args.adapt_bn or recipe.adapt_batch_norm)
+    transfer = replace(transfer, adapt_batch_norm=args.adapt_bn or transfer.adapt_batch_norm)
 
     with tempfile.TemporaryDirectory(prefix="real-cv-") as tmp_name:
         tmp = Path(tmp_name)
@@ -135,13 +139,17 @@ def main() -> None:
             t0 = time.perf_counter()
             (fit_h5, fit_csv), (test_h5, test_csv) = split_by_record(h5, labels_csv, 0.0, tmp, seed="cv",
                                                                      fold=(i, args.folds))
-            six, six_info = retrain_model(start, [fit_h5], fit_csv, tmp / f"six-{i}.keras", recipe)
-            scored = evaluate(six, [test_h5], test_csv, n_boot=1)
-            rows = [order[k] for k in scored["_ids"]]
-            p_six[rows] = scored["_p"]
-            calls[rows] = np.column_stack([called(scored["_p"][:, c], scored["thresholds"][name])
-                                           for c, name in enumerate(CLASSES)])
-            if not args.six_only:
+            fold: dict[str, Any] = {"fold": i}
+            if "six" in models:
+                six, six_info = retrain_model(start, [fit_h5], fit_csv, tmp / f"six-{i}.keras", recipe)
+                scored = evaluate(six, [test_h5], test_csv, n_boot=1)
+                rows = [order[k] for k in scored["_ids"]]
+                p_six[rows] = scored["_p"]
+                calls[rows] = np.column_stack([called(scored["_p"][:, c], scored["thresholds"][name])
+                                               for c, name in enumerate(CLASSES)])
+                fold |= {"held_out": len(rows), "epochs_run": six_info.get("epochs_run"),
+                         "thresholds": scored["thresholds"]}
+            if "binary" in models:
                 binary, _ = finetune_model(start, [fit_h5], fit_csv, tmp / f"binary-{i}.keras", transfer)
                 abnormal = evaluate(binary, [test_h5], test_csv, n_boot=1)
                 rows_b = [order[k] for k in abnormal["_ids"]]
@@ -149,12 +157,13 @@ def main() -> None:
                 calls_abnormal[rows_b] = called(abnormal["_p"][:, 0],
                                                 abnormal["thresholds"][abnormal["classes"][0]])
                 y_abnormal[rows_b] = abnormal["_y"][:, 0]
-            folds.append({"fold": i, "held_out": len(rows), "epochs_run": six_info.get("epochs_run"),
-                          "thresholds": scored["thresholds"], "seconds": round(time.perf_counter() - t0)})
-            print(f"fold {i + 1}/{args.folds}: {len(rows)} held out, {folds[-1]['seconds']} s", flush=True)
+                fold.setdefault("held_out", len(rows_b))
+            folds.append(fold | {"seconds": round(time.perf_counter() - t0)})
+            print(f"fold {i + 1}/{args.folds}: {fold['held_out']} held out, {folds[-1]['seconds']} s", flush=True)
             for path in (fit_h5, fit_csv, test_h5, test_csv):
                 path.unlink()
-    assert not np.isnan(p_six).any() and (args.six_only or (y_abnormal >= 0).all()), "a record no fold held out"
+    assert ("six" not in models or not np.isnan(p_six).any()) and ("binary" not in models or (y_abnormal >= 0).all()), \
+        "a record no fold held out"
 
     y = before["_y"].astype(bool)
     bpm = rates(args.data)
@@ -163,7 +172,8 @@ def main() -> None:
         "date": f"{dt.date.today():%Y-%m-%d}", "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}", "data": str(args.data), "records": n, "folds": folds,
         "pretrained": str(args.pretrained or f"{args.synthetic} synthetic ECGs, {args.synthetic_epochs} epochs"),
-        "recipe": {"six": vars(recipe), "binary": None if args.six_only else vars(transfer)}, "classes": {},
+        "recipe": {"six": vars(recipe) if "six" in models else None,
+                   "binary": vars(transfer) if "binary" in models else None}, "classes": {},
         "minutes": round((time.perf_counter() - started) / 60, 1)}
     p_before = before["_p"]
     calls_before = np.column_stack([called(p_before[:, c], before["thresholds"][name])
@@ -173,6 +183,8 @@ def main() -> None:
         row: dict[str, Any] = {"n": n, "positives": int(yc.sum())}
         for who, p, k in (("synthetic-only", p_before[:, c], calls_before[:, c]), ("fine-tuned", p_six[:, c],
                                                                                   calls[:, c])):
+            if who == "fine-tuned" and "six" not in models:
+                continue
             row[who] = {"auroc": figure(yc, p, "auroc", args.boot, c), "f1": figure(yc, k, "f1", args.boot, c)}
         if name in RULES:
             with np.errstate(invalid="ignore"):
@@ -180,7 +192,7 @@ def main() -> None:
             row["rate rule"] = {"f1": figure(yc, rule, "f1", args.boot, c)}
         result["classes"][name] = row
     yb = y_abnormal.astype(bool)
-    if not args.six_only:
+    if "binary" in models:
         result["classes"]["abnormal"] = {"n": n, "positives": int(yb.sum()), "fine-tuned": {
             "auroc": figure(yb, p_abnormal, "auroc", args.boot, 9),
             "f1": figure(yb, calls_abnormal, "f1", args.boot, 9)}}
@@ -202,11 +214,13 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [f"# Fine-tuning on real ECGs, {len(r['folds'])}-fold cross-validation "
              f"by record, {r['date']}", "",
              f"{r['records']} real recordings ({r['data']}); {r['machine']}; {r['minutes']} min. Start: "
-             f"{r['pretrained']}. Six-class model trained further, every layer: {six['epochs']} epochs, lr "
-             f"{six['learning_rate']}, batch {six['batch_size']}, augmentation {six['augment']}, rare classes "
-             f"weighted {six['balance']}, batch-norm statistics from the real recordings {six['adapt_batch_norm']}, "
-             "validation fifth by record (thresholds at its best F1). "
-             + (f"Binary transfer model (freeze 5, cut 45): {binary['epochs']} epochs, lr {binary['learning_rate']}. "
+             f"{r['pretrained']}. "
+             + (f"Six-class model trained further, every layer: {six['epochs']} epochs, lr {six['learning_rate']}, "
+                f"batch {six['batch_size']}, augmentation {six['augment']}, rare classes weighted {six['balance']}, "
+                f"batch-norm statistics from the real recordings {six.get('adapt_batch_norm', False)}, validation "
+                "fifth by record (thresholds at its best F1). " if six else "")
+             + (f"Binary transfer model (freeze 5, cut 45): {binary['epochs']} epochs, lr {binary['learning_rate']}, "
+                f"batch-norm statistics from the real recordings {binary.get('adapt_batch_norm', False)}. "
                 if binary else "")
              + "Every recording is scored by the fold that held it out; 95% bootstrap intervals over recordings.", "",
              "| class | n | positives | who | AUROC (95% CI) | F1 (95% CI) | target |", "|---|---|---|---|---|---|---|"]
@@ -224,7 +238,7 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {name} | {row['n']} | {row['positives']} | {who} | {_cell(s.get('auroc'))} | "
                          f"{_cell(s.get('f1'))} | {mark} |")
     lines += ["", "| fold | held out | epochs run | minutes |", "|---|---|---|---|"]
-    lines += [f"| {f['fold'] + 1} | {f['held_out']} | {f['epochs_run']} | {f['seconds'] / 60:.1f} |"
+    lines += [f"| {f['fold'] + 1} | {f['held_out']} | {f.get('epochs_run', '-')} | {f['seconds'] / 60:.1f} |"
               for f in r["folds"]]
     return "\n".join(lines) + "\n"
 

@@ -27,10 +27,10 @@ def serve(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (413 above).")] = 32,
     threshold: ThresholdOption = None,
     threads: ThreadsOption = None,
-    proxy: Annotated[str, typer.Option(help="What routes requests to the replicas: ray (Ray Serve's proxy) or "
-                                            "haproxy (Ray's HAProxy mode: the haproxy program on PATH; faster, "
-                                            "and opens HAProxy's stats and metrics ports on every interface).")
-                     ] = "ray",
+    proxy: Annotated[str, typer.Option(help="What routes requests to the replicas: ray (Ray Serve's Python proxy) "
+                                            "or haproxy (Ray's HAProxy mode, brought by ray[serve] on Linux: "
+                                            "less CPU a request; opens HAProxy's stats and metrics ports on "
+                                            "every interface).")] = "ray",
     ray_address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster (e.g. auto); default: start "
                                                          "a local one.")] = None,
 ) -> None:

@@ -45,8 +45,11 @@ def adapt_batch_norm(model: Any, batches: Iterable[np.ndarray]) -> int:
     return seen
 
 
-def freeze_batch_norm(model: Any) -> None:
+def freeze_batch_norm(model: Any) -> list[str]:
     """Batch norm in inference mode with its statistics fixed (Keras runs a non-trainable
-    BatchNormalization layer in inference mode); the model must be compiled again afterwards."""
-    for layer in batch_norm_layers(model):
+    BatchNormalization layer in inference mode); the model must be compiled again afterwards.
+    Returns the names of the layers it froze (those that were trainable)."""
+    frozen = [layer for layer in batch_norm_layers(model) if layer.trainable]
+    for layer in frozen:
         layer.trainable = False
+    return [layer.name for layer in frozen]

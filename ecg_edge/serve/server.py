@@ -35,7 +35,7 @@ def resolve(options: ServeOptions) -> tuple[ServeOptions, str]:
 def replica_count(requested: int | str, backend: str, cpus: int) -> tuple[int, str]:
     """How many replicas, and why. `auto`: a CPU backend, one per CPU (reading a recording is Python
     that holds its process's GIL, so processes, not threads, keep the cores busy: measured on 2 cores,
-    2 replicas answered 1.37x the requests of one); a GPU backend, one (it takes a GPU)."""
+    2 replicas answered about 1.4x the requests of one); a GPU backend, one (it takes a GPU)."""
     if requested != "auto":
         return int(requested), "asked"
     if backend in GPU_ORDER:
