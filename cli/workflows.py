@@ -15,8 +15,9 @@ from ecg_edge.errors import InputError
 
 def epoch_printer(total: int, console: Console) -> Callable[[int, dict], None]:
     def show(epoch: int, logs: dict) -> None:
-        numbers = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float))
-        console.print(f"epoch {epoch + 1}/{total}  {numbers}", highlight=False)
+        numbers = "  ".join(f"lr {v:.0e}" if k == "learning_rate" else f"{k} {v:.4f}"
+                            for k, v in logs.items() if isinstance(v, float))
+        console.print(f"epoch {epoch + 1}/{total}  {numbers}", highlight=False, soft_wrap=True)  # one line an epoch
 
     return show
 
@@ -87,7 +88,7 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
         (fit_h5, fit_csv), held_out = split_by_record(real[0], real[1], REAL_HELD_OUT, home / "data")
         n_fit = hdf5_exam_count(fit_h5)
         console.rule(f"3/7 fine-tune on {n_fit} real recordings ({n_real - n_fit} held out; {REAL_EPOCHS} epochs, "
-                     "every layer, lr 1e-4)")
+                     "every layer, the real recordings' batch-norm statistics, lr 1e-4)")
         real_options = real_recipe(seed)
         # the whole six-class model from its synthetic start (measured: better on held-out real recordings
         # than the transfer model's three new layers, whose head starts from nothing on 188 recordings)
