@@ -30,6 +30,7 @@ from ecg_edge.backends.base import infer_all
 from ecg_edge.backends.onnxruntime import OnnxRuntimeBackend
 from ecg_edge.host import cpu_model
 from ecg_edge.parity import compare
+from ecg_edge.spec import called
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -45,7 +46,7 @@ def outputs(path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
 def threshold_crowding(ref: np.ndarray, out: np.ndarray, thresholds: np.ndarray, classes: list[str]) -> list[str]:
     """Where INT8's flips come from: per class, how many exams flip and how close FP32 put them to the
     threshold. A model whose probabilities crowd a threshold flips exams at any small change."""
-    flips = (ref >= thresholds) != (out >= thresholds)
+    flips = called(ref, thresholds) != called(out, thresholds)
     margin = np.abs(ref - thresholds)
     change = np.abs(out - ref)
     lines = ["| class | threshold | exams flipped | FP32 within 0.02 of the threshold | median FP32 distance, "
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"findings; FP32 {fp32_ms:.1f} ms/exam, INT8 {gate_plain[2]:.1f}):", "",
                     *threshold_crowding(ref_gate, int8_out["gate-plain"], thresholds, classes), ""]
         if not args.layers:
+            lines[0] = f"# Where INT8's flips come from on real ECGs, {dt.date.today()}"
             lines += crowding
             return _write(lines, args.out or RESULTS / f"int8-margins-{dt.date.today()}.md")
         plain = agreement(base, sets.recipe_set, ref_choice, "plain")

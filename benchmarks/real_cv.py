@@ -15,7 +15,7 @@ scored by models that never trained on it, so each figure rests on all of them, 
    ST > 100 bpm), all on the same recordings; and the issue's targets beside them.
 
 Bounded: k trainings of `--epochs` epochs (early stopping may end one sooner). Pooled AUROC mixes
-folds' models (each scored on its own fold): a little below what one model would reach, never above.
+the folds' models, each scored on its own fold, whose scores need not be on one scale.
 Writes benchmarks/results/real-cv-<date>.md and .json.
 """
 
@@ -33,16 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rate_rule import RULES, record_rates  # benchmarks/ beside this script
 
 from ecg_edge.atomic_files import atomic_write_text
-from ecg_edge.exams import ReadOptions, iter_exams
 from ecg_edge.spec import CLASSES, called
 from ecg_edge.training.evaluate import evaluate
 from ecg_edge.training.labels import (
-    labelled_files,
     labelled_recordings,
-    match_records,
-    read_record_labels,
     split_by_record,
 )
 from ecg_edge.training.metrics import auroc, bootstrap_ci, threshold_metrics
@@ -61,7 +58,6 @@ RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 # The issue's targets on real recordings the model never saw.
 TARGETS = {"SB": ("f1", 0.85), "ST": ("f1", 0.85), "AF": ("auroc", 0.90), "abnormal": ("auroc", 0.85)}
-RULES = {"SB": lambda bpm: bpm < 50.0, "ST": lambda bpm: bpm > 100.0}
 
 
 def figure(y: np.ndarray, value: np.ndarray, metric: str, n_boot: int, seed: int) -> dict[str, Any]:
@@ -71,21 +67,6 @@ def figure(y: np.ndarray, value: np.ndarray, metric: str, n_boot: int, seed: int
 
     lo, hi = bootstrap_ci(fn, y, value, n=n_boot, seed=seed)
     return {"value": fn(y, value), "ci95": [lo, hi]}
-
-
-def rates(data: Path) -> dict[str, float]:
-    """Each record's heart rate as `infer` measures it, keyed by record."""
-    labels_csv = data / "labels.csv"
-    labels = read_record_labels(labels_csv)
-    files = labelled_files([data], labels, data)
-
-    def refuse(message: str) -> None:
-        raise SystemExit(f"cannot read: {message}")
-
-    exams = [e for e, _ in iter_exams(files, ReadOptions(measure="rate"), refuse)]
-    keys = match_records([e.source for e in exams], [e.id for e in exams], labels, labels_csv)
-    return {k: (np.nan if e.measurements.heart_rate_bpm is None else e.measurements.heart_rate_bpm)
-            for k, e in zip(keys, exams, strict=True)}
 
 
 def main() -> None:
@@ -100,8 +81,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="six-class learning rate (default: the recipe's)")
     parser.add_argument("--no-balance", dest="balance", action="store_false",
                         help="no class weights for the six-class model (the recipe weights rare classes)")
-    parser.add_argument("--adapt-bn", action="store_true",
-                        help="both models: batch-norm statistics from each fold's real recordings, then fixed")
+    parser.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction, default=None,
+                        help="both models: batch-norm statistics from each fold's real recordings, then fixed "
+                             "(default: as the recipe says; --no-adapt-bn for the earlier recipe)")
     parser.add_argument("--models", default="six,binary", help="which to fine-tune: six, binary or both")
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples per figure")
     parser.add_argument("--out", type=Path, default=RESULTS / f"real-cv-{dt.date.today():%Y-%m-%d}")
@@ -112,8 +94,9 @@ def main() -> None:
     started = time.perf_counter()
     recipe, transfer = real_recipe(epochs=args.epochs), real_transfer_recipe(epochs=args.transfer_epochs)
     recipe = replace(recipe, balance=args.balance, learning_rate=args.lr or recipe.learning_rate,
-                     adapt_batch_norm=args.adapt_bn or recipe.adapt_batch_norm)
-    transfer = replace(transfer, adapt_batch_norm=args.adapt_bn or transfer.adapt_batch_norm)
+                     adapt_batch_norm=recipe.adapt_batch_norm if args.adapt_bn is None else args.adapt_bn)
+    transfer = replace(transfer,
+                       adapt_batch_norm=transfer.adapt_batch_norm if args.adapt_bn is None else args.adapt_bn)
 
     with tempfile.TemporaryDirectory(prefix="real-cv-") as tmp_name:
         tmp = Path(tmp_name)
@@ -166,7 +149,7 @@ def main() -> None:
         "a record no fold held out"
 
     y = before["_y"].astype(bool)
-    bpm = rates(args.data)
+    bpm = record_rates(args.data)
     rate = np.array([bpm.get(k, np.nan) for k in before["_ids"]])
     result: dict[str, Any] = {
         "date": f"{dt.date.today():%Y-%m-%d}", "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -255,9 +255,12 @@ def cpu_seconds() -> dict[str, float]:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile
             continue
-        role = ("replicas" if "ServeReplica" in command
-                else "proxy" if "ProxyActor" in command or "haproxy" in command.lower()
-                else "load generator" if int(pid) == os.getpid() else "ray, other" if "ray" in command else None)
+        program = Path(command.split(" ", 1)[0]).name
+        role = ("load generator" if int(pid) == os.getpid()
+                else "replicas" if command.startswith("ray::ServeReplica")
+                else "proxy" if command.startswith(("ray::ProxyActor", "ray::HAProxyManager")) or program == "haproxy"
+                else "ray, other" if command.startswith("ray::") or "/ray/" in command
+                or "ecg_edge.cli serve" in command else None)
         if role:
             roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return roles
@@ -337,7 +340,7 @@ def main() -> None:
             except BaseException:
                 server.stop()
                 raise
-            if setting != settings[-1]:
+            if k != len(settings) - 1:
                 server.stop()
         try:  # the faults, on the last server
             mixed = [x for pair in zip(requests * (args.hostile // len(requests) + 1), hostile(requests, args.hostile),

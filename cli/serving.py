@@ -8,7 +8,6 @@ import typer
 
 from ecg_edge.cli.application import command, log
 from ecg_edge.cli.options import BackendOption, ModelOption, PrecisionOption, ThreadsOption, ThresholdOption
-from ecg_edge.errors import InputError
 
 
 @command()
@@ -39,10 +38,11 @@ def serve(
     from ecg_edge.manifest import load_manifest
     from ecg_edge.request import parse_thresholds
     from ecg_edge.serve.options import ServeOptions
-    from ecg_edge.serve.server import resolve, serve_until_stopped
+    from ecg_edge.serve.proxy import check_proxy
+    from ecg_edge.serve.server import replica_count, resolve, serve_until_stopped
 
-    if replicas != "auto" and not (replicas.isdigit() and int(replicas) >= 1):
-        raise InputError(None, f"--replicas {replicas!r}: a whole number of at least 1, or auto")
+    replica_count(replicas, "", 1)  # checked before anything starts
+    check_proxy(proxy, ray_address)
     export_dir = resolve_export_dir(model)
     classes = list(load_manifest(export_dir)["output"]["classes"])
     options = ServeOptions(export_dir=str(export_dir.resolve()), backend=backend, precision=precision,
@@ -51,5 +51,4 @@ def serve(
                            thresholds=parse_thresholds(threshold or [], classes))
     options, why = resolve(options)
     log(f"backend: {options.backend} {options.precision} ({why})")
-    serve_until_stopped(options, host, port, replicas if replicas == "auto" else int(replicas), ray_address, log,
-                        proxy=proxy)
+    serve_until_stopped(options, host, port, replicas, ray_address, log, proxy=proxy)

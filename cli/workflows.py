@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -89,15 +90,16 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
         n_fit = hdf5_exam_count(fit_h5)
         console.rule(f"3/7 fine-tune on {n_fit} real recordings ({n_real - n_fit} held out; {REAL_EPOCHS} epochs, "
                      "every layer, the real recordings' batch-norm statistics, lr 1e-4)")
-        real_options = real_recipe(seed)
+        real_options = real_recipe(seed, REAL_EPOCHS)
         # the whole six-class model from its synthetic start (measured: better on held-out real recordings
         # than the transfer model's three new layers, whose head starts from nothing on 188 recordings)
         model_path, _ = retrain_model(synthetic_path, [fit_h5], fit_csv, home_model_path(), real_options,
                                       epoch_end=epoch_printer(REAL_EPOCHS, console))
         transfer_data, transfer_epochs = ([fit_h5], fit_csv), REAL_TRANSFER_EPOCHS
-        if not _has_normal(fit_csv):
-            transfer_data, transfer_epochs = ([train_h5], train_csv), 1
         binary_options = real_transfer_recipe(seed, transfer_epochs)
+        if not _has_normal(fit_csv):  # no normal/abnormal labels among them: the synthetic set, as it is
+            transfer_data, transfer_epochs = ([train_h5], train_csv), 1
+            binary_options = replace(binary_options, epochs=1, adapt_batch_norm=False)
     else:
         console.rule("3/7 fine-tune the binary transfer model (1 epoch)")
         transfer_data, transfer_epochs = ([train_h5], train_csv), 1

@@ -42,8 +42,8 @@ def test_demo_fine_tunes_on_labelled_recordings_then_commands_without_paths(home
     from ecg_edge.spec import CLASSES
 
     # one epoch for each fine-tune on the real recordings too: what is checked here does not depend on them
-    monkeypatch.setattr("ecg_edge.cli.workflows.REAL_EPOCHS", 1)
-    monkeypatch.setattr("ecg_edge.cli.workflows.REAL_TRANSFER_EPOCHS", 1)
+    monkeypatch.setattr("ecg_edge.training.train.REAL_EPOCHS", 1)
+    monkeypatch.setattr("ecg_edge.training.train.REAL_TRANSFER_EPOCHS", 1)
 
     folder = _labelled_folder(tmp_path / "labelled", MIN_REAL_TO_FINETUNE)
     runner = CliRunner()

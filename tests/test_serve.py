@@ -113,7 +113,7 @@ def test_replicas_auto_follows_the_cpus_a_machine_reports(requested, backend, cp
     assert (f"at most {MAX_AUTO_REPLICAS}" in why) == (want == MAX_AUTO_REPLICAS < cpus)
 
 
-@pytest.mark.parametrize("bad", ["0", "two", "-1", "1.5"])
+@pytest.mark.parametrize("bad", ["0", "two", "-1", "1.5", "\u00b2"])
 def test_replicas_must_be_a_count_or_auto(bad, tmp_path):
     done = subprocess.run([sys.executable, "-m", "ecg_edge.cli", "serve", "--replicas", bad, "--model", str(tmp_path)],
                           capture_output=True, text=True)
@@ -397,7 +397,7 @@ def test_haproxy_in_front_answers_as_infer_and_stops_clean(export, tmp_path):
     try:
         x = np.random.default_rng(9).normal(scale=0.2, size=(2, N_SAMPLES, len(LEADS))).astype(np.float32)
         h5 = write_code_hdf5(tmp_path / "two.h5", x, exam_ids=[1, 2])
-        for _ in range(4):  # over both replicas
+        for _ in range(4):
             status, body = _post(f"{own.url}/v1/ecg?name=two.h5", h5.read_bytes())
             assert status == 200, body
             served = json.loads(body)

@@ -205,3 +205,29 @@ def test_retrain_with_batch_norm_from_the_new_data(trained, tmp_path):
         variances.append(np.asarray(batch_norm_layers(tuned)[0].moving_variance))
     ratio = np.median(variances[1] / variances[0])
     assert 8 < ratio < 10, ratio
+
+
+def test_resume_keeps_the_adapted_statistics_frozen(tmp_path):
+    """Interrupted and resumed with adapt_batch_norm: the resumed epochs train with the statistics
+    frozen as the first run left them (never measured again, never drifting), and the file shipped has
+    every layer trainable again."""
+    from ecg_edge.training.adapt import batch_norm_layers
+
+    h5, labels = write_synthetic_set(tmp_path / "d.h5", 20, seed=4)
+    out = tmp_path / "m.keras"
+    options = TrainOptions(epochs=2, batch_size=16, validation_fraction=0.25, adapt_batch_norm=True)
+
+    def interrupt(epoch, logs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model([h5], labels, out, options, epoch_end=interrupt)
+    first = keras.saving.load_model(tmp_path / "m.training" / "last.keras")
+    resumed = []
+    train_model([h5], labels, out, options, epoch_end=lambda epoch, logs: resumed.append(epoch))
+    assert resumed == [1]
+    shipped = keras.saving.load_model(out)
+    for a, b in zip(batch_norm_layers(first), batch_norm_layers(shipped), strict=True):
+        np.testing.assert_array_equal(np.asarray(a.moving_mean), np.asarray(b.moving_mean))
+        np.testing.assert_array_equal(np.asarray(a.moving_variance), np.asarray(b.moving_variance))
+    assert all(layer.trainable for layer in batch_norm_layers(shipped))

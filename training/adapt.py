@@ -29,9 +29,10 @@ def batch_norm_layers(model: Any) -> list[Any]:
 
 
 def adapt_batch_norm(model: Any, batches: Iterable[np.ndarray]) -> int:
-    """Set every batch-norm layer's moving mean and variance to the mean of the batches' own (forward
-    passes in training mode, no weight changes); returns the number of batches."""
-    layers = batch_norm_layers(model)
+    """Set the moving mean and variance of every trainable batch-norm layer to the mean of the batches'
+    own (forward passes in training mode, no weight changes); a frozen layer keeps what it has, as
+    frozen layers do (Keras updates statistics in trainable layers only). Returns the number of batches."""
+    layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
     saved = [layer.momentum for layer in layers]
     seen = 0
     try:

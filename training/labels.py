@@ -202,6 +202,8 @@ def split_by_record(
     with h5py.File(h5, "r") as f:
         ids = _texts(f["exam_id"][:])
     ranked = sorted(ids, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    if fold is not None and not 0 <= fold[0] < fold[1]:
+        raise ValueError(f"fold {fold[0]} of {fold[1]}: the first is 0 to {fold[1] - 1}")
     test = set(ranked[fold[0]::fold[1]] if fold else ranked[: int(round(len(ids) * held_out))])
     parts = []
     for name, keep in (("train", [i for i, k in enumerate(ids) if k not in test]),

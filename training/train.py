@@ -131,13 +131,14 @@ def _fit(
     out = Path(out)
     work_dir = out.with_suffix(".training")
     work_dir.mkdir(parents=True, exist_ok=True)
+    resumed = _resuming(work_dir)
     best_so_far = _resume_state(work_dir)
     strategy = _strategy(options.strategy)
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build()
-        frozen = []
-        if options.adapt_batch_norm and best_so_far is None:  # a resumed run's backup holds them already
-            frozen = _adapt(model, train, options.learning_rate)
+        frozen: list[str] = []
+        if options.adapt_batch_norm:  # resumed: the backup holds the statistics; frozen as before, not measured
+            frozen = _adapt(model, None if resumed else train, options.learning_rate)
     model.fit(train, validation_data=val, epochs=options.epochs, verbose=0,
               callbacks=callbacks(work_dir, options, epoch_end, best_so_far))
     best = work_dir / "best.keras"
@@ -161,25 +162,30 @@ def _fit(
     return out, info
 
 
-def _adapt(model: Any, train: HDF5Sequence, learning_rate: float) -> list[str]:
-    """The training exams' own batch-norm statistics (as read, not augmented), fixed from then on;
-    returns the names of the layers frozen for it."""
-    augment, train.augment = train.augment, None
-    try:
-        adapt_batch_norm(model, (train[i][0] for i in range(len(train))))
-    finally:
-        train.augment = augment
+def _adapt(model: Any, train: HDF5Sequence | None, learning_rate: float) -> list[str]:
+    """The training exams' own batch-norm statistics (as read, not augmented; none measured without
+    `train`), fixed from then on; returns the names of the layers frozen for it."""
+    if train is not None:
+        augment, train.augment = train.augment, None
+        try:
+            adapt_batch_norm(model, (train[i][0] for i in range(len(train))))
+        finally:
+            train.augment = augment
     frozen = freeze_batch_norm(model)
     compile_for_training(model, learning_rate)  # trainable flags changed: compile again
     return frozen
 
 
+def _resuming(work_dir: Path) -> bool:
+    backup = work_dir / "backup"
+    return backup.is_dir() and any(backup.iterdir())
+
+
 def _resume_state(work_dir: Path) -> float | None:
     """The best validation loss of the run being resumed; None for a fresh run, whose folder is
     cleared of an earlier run's log (kept aside) and best model."""
-    backup = work_dir / "backup"
     log = work_dir / "training.csv"
-    if backup.is_dir() and any(backup.iterdir()):
+    if _resuming(work_dir):
         losses = [float(r["val_loss"]) for r in _read_log(log) if r.get("val_loss")]
         return min(losses) if losses else None
     if log.exists():

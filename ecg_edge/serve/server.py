@@ -37,6 +37,8 @@ def replica_count(requested: int | str, backend: str, cpus: int) -> tuple[int, s
     that holds its process's GIL, so processes, not threads, keep the cores busy: measured on 2 cores,
     2 replicas answered about 1.4x the requests of one); a GPU backend, one (it takes a GPU)."""
     if requested != "auto":
+        if not (isinstance(requested, int) or str(requested).isdecimal()) or int(requested) < 1:
+            raise InputError(None, f"--replicas {requested!r}: a whole number of at least 1, or auto")
         return int(requested), "asked"
     if backend in GPU_ORDER:
         return 1, "auto: one per GPU backend"
@@ -87,10 +89,14 @@ def _serve_until_stopped(
         raise MachineError("serve", f"Ray Serve is not installed ({exc.name}): pip install 'ecg-edge[serve]'") from None
 
     started_ray = not ray.is_initialized()
+    if not started_ray and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and ray_address is None:
+        # Ray took its proxy mode from the environment it started in, before this was set
+        raise InputError(None, "--proxy haproxy starts its own Ray: this process already runs one")
     if started_ray:
         ray.init(address=ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    # the CPUs Ray schedules on: this machine's, or the cluster's with --ray-address
-    count, why = replica_count(replicas, options.backend, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
+    # the CPUs Ray can give now: this machine's, or the cluster's free ones with --ray-address
+    count, why = replica_count(replicas, options.backend,
+                               int(ray.available_resources().get("CPU", os.cpu_count() or 1)))
     options = replace(options, threads=replica_threads(options, count))
     stop = stop or threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
