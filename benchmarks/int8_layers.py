@@ -98,18 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         graph = onnx.load(str(prepared)).graph
         candidates = [node.name for node in graph.node if node.op_type in ("Conv", "MatMul", "Gemm")]
 
-        def agreement(recipe: Int8Recipe, x: np.ndarray, ref: np.ndarray, name: str) -> tuple[float, float, float]:
-            path = quantize_int8(prepared, folder / f"{name}.onnx", sets.calibration, recipe)
-            out, ms = outputs(path, x)
-            int8_out[name] = out
+        def quantized(recipe: Int8Recipe, x: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+            return outputs(quantize_int8(prepared, folder / f"{name}.onnx", sets.calibration, recipe), x)
+
+        def scored(out: np.ndarray, ms: float, ref: np.ndarray) -> tuple[float, float, float]:
             parity = compare(ref, out, thresholds, "fp32", classes=classes)
             return parity.exam_agreement, parity.max_abs_diff, ms
 
-        int8_out: dict[str, np.ndarray] = {}
-        gate_plain = agreement(base, sets.gate, ref_gate, "gate-plain")
+        def agreement(recipe: Int8Recipe, x: np.ndarray, ref: np.ndarray, name: str) -> tuple[float, float, float]:
+            return scored(*quantized(recipe, x, name), ref)
+
+        plain_gate_out, plain_gate_ms = quantized(base, sets.gate, "gate-plain")
+        gate_plain = scored(plain_gate_out, plain_gate_ms, ref_gate)
         crowding = ["", f"Where plain INT8's flips come from, on the gate set ({gate_plain[0]:.1%} of exams keep their "
                     f"findings; FP32 {fp32_ms:.1f} ms/exam, INT8 {gate_plain[2]:.1f}):", "",
-                    *threshold_crowding(ref_gate, int8_out["gate-plain"], thresholds, classes), ""]
+                    *threshold_crowding(ref_gate, plain_gate_out, thresholds, classes), ""]
         if not args.layers:
             lines[0] = f"# Where INT8's flips come from on real ECGs, {dt.date.today()}"
             lines += crowding

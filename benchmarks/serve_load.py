@@ -47,6 +47,7 @@ from ecg_edge.backends import open_backend
 from ecg_edge.exams import ReadOptions
 from ecg_edge.infer import run_inference
 from ecg_edge.manifest import load_manifest
+from ecg_edge.serve.proxy import free_port
 
 RESULTS = Path(__file__).parent / "results"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -207,9 +208,7 @@ def stats(done: list[tuple[Request, Answer]], wall: float) -> dict[str, Any]:
 class Server:
     def __init__(self, export: Path, backend: str, precision: str, replicas: int | str, log: Path,
                  proxy: str = "ray"):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ecg_edge.cli", "serve", "--model", str(export), "--backend", backend,

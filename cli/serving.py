@@ -39,9 +39,9 @@ def serve(
     from ecg_edge.request import parse_thresholds
     from ecg_edge.serve.options import ServeOptions
     from ecg_edge.serve.proxy import check_proxy
-    from ecg_edge.serve.server import replica_count, resolve, serve_until_stopped
+    from ecg_edge.serve.server import parse_replicas, resolve, serve_until_stopped
 
-    replica_count(replicas, "", 1)  # checked before anything starts
+    asked = parse_replicas(replicas)  # both checked before anything starts
     check_proxy(proxy, ray_address)
     export_dir = resolve_export_dir(model)
     classes = list(load_manifest(export_dir)["output"]["classes"])
@@ -51,4 +51,4 @@ def serve(
                            thresholds=parse_thresholds(threshold or [], classes))
     options, why = resolve(options)
     log(f"backend: {options.backend} {options.precision} ({why})")
-    serve_until_stopped(options, host, port, replicas, ray_address, log, proxy=proxy)
+    serve_until_stopped(options, host, port, asked, ray_address, log, proxy=proxy)

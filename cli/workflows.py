@@ -95,11 +95,11 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
         # than the transfer model's three new layers, whose head starts from nothing on 188 recordings)
         model_path, _ = retrain_model(synthetic_path, [fit_h5], fit_csv, home_model_path(), real_options,
                                       epoch_end=epoch_printer(REAL_EPOCHS, console))
-        transfer_data, transfer_epochs = ([fit_h5], fit_csv), REAL_TRANSFER_EPOCHS
-        binary_options = real_transfer_recipe(seed, transfer_epochs)
-        if not _has_normal(fit_csv):  # no normal/abnormal labels among them: the synthetic set, as it is
-            transfer_data, transfer_epochs = ([train_h5], train_csv), 1
-            binary_options = replace(binary_options, epochs=1, adapt_batch_norm=False)
+        # no normal/abnormal labels among the real ones: the synthetic set, with its own statistics
+        has_normal = _has_normal(fit_csv)
+        transfer_data, transfer_epochs = ((([fit_h5], fit_csv), REAL_TRANSFER_EPOCHS) if has_normal
+                                          else (([train_h5], train_csv), 1))
+        binary_options = replace(real_transfer_recipe(seed, transfer_epochs), adapt_batch_norm=has_normal)
     else:
         console.rule("3/7 fine-tune the binary transfer model (1 epoch)")
         transfer_data, transfer_epochs = ([train_h5], train_csv), 1

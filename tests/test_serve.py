@@ -26,6 +26,7 @@ from test_infer import tiny_export
 from ecg_edge.exams import ReadOptions
 from ecg_edge.serve import kserve
 from ecg_edge.serve.bodies import BodyError, Upload, read_uploads
+from ecg_edge.serve.proxy import free_port
 from ecg_edge.serve.server import MAX_AUTO_REPLICAS, replica_count
 from ecg_edge.spec import LEADS, N_SAMPLES
 
@@ -199,12 +200,6 @@ def test_v2_header_length_beyond_the_body_is_refused():
 
 # --- a real server ----------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, data: bytes, headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
     try:
@@ -225,7 +220,7 @@ def _multipart(uploads: list[Upload]) -> tuple[bytes, dict[str, str]]:
 
 class Server:
     def __init__(self, export: Path, tmp: Path, *extra: str):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "serve.log"
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}

@@ -46,10 +46,9 @@ class TrainOptions:
 
 # How the six-class model is trained further on a few hundred real recordings (the demo's recipe,
 # measured by benchmarks/real_cv.py): batch-norm statistics of the real recordings (AdaBN: on 336
-# recordings by 5-fold cross-validation, SB AUROC 0.68 -> 0.75, AF 0.36 -> 0.51, ST 0.84 -> 0.90;
-# the binary model's abnormal 0.68 -> 0.74),
-# every layer at a low rate, augmented, rare classes weighted, validation by record; the binary
-# transfer model on the same data at a higher rate (its head is new).
+# recordings by 5-fold cross-validation, SB AUROC 0.68 -> 0.75, AF 0.36 -> 0.51, ST 0.84 -> 0.90; the
+# binary model's abnormal 0.68 -> 0.74), every layer at a low rate, augmented, rare classes weighted,
+# validation by record; the binary transfer model on the same data at a higher rate (its head is new).
 REAL_EPOCHS = 10
 REAL_TRANSFER_EPOCHS = 4
 

@@ -52,7 +52,8 @@ def haproxy_program() -> str | None:
         return shutil.which("haproxy")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now, on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -81,12 +82,12 @@ def proxy_environment(proxy: str) -> Iterator[str | None]:
         return
     # short: Ray puts a 56-character node id under it, and HAProxy takes socket paths of 97 at most
     folder = Path(tempfile.mkdtemp(prefix="ecg-haproxy-", dir="/tmp"))
-    stats, metrics = _free_port(), _free_port()
+    stats, metrics = free_port(), free_port()
     variables = haproxy_environment(folder, stats, metrics)
     # Ray keeps a leaving direct-ingress replica 30 s for external load balancers to notice; this
     # HAProxy is Ray's own, updated within a second, so stopping need not wait that long
-    variables.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
-                         os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"))
+    if "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S" not in os.environ:
+        variables["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "2"
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:

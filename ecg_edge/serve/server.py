@@ -32,14 +32,22 @@ def resolve(options: ServeOptions) -> tuple[ServeOptions, str]:
     return replace(options, backend=name), why or ("named" if options.backend != "auto" else "auto")
 
 
+def parse_replicas(requested: int | str) -> int | str:
+    """`--replicas`: a whole number of at least 1, or auto."""
+    if requested == "auto":
+        return requested
+    if not (isinstance(requested, int) or str(requested).isdecimal()) or int(requested) < 1:
+        raise InputError(None, f"--replicas {requested!r}: a whole number of at least 1, or auto")
+    return int(requested)
+
+
 def replica_count(requested: int | str, backend: str, cpus: int) -> tuple[int, str]:
     """How many replicas, and why. `auto`: a CPU backend, one per CPU (reading a recording is Python
     that holds its process's GIL, so processes, not threads, keep the cores busy: measured on 2 cores,
     2 replicas answered about 1.4x the requests of one); a GPU backend, one (it takes a GPU)."""
-    if requested != "auto":
-        if not (isinstance(requested, int) or str(requested).isdecimal()) or int(requested) < 1:
-            raise InputError(None, f"--replicas {requested!r}: a whole number of at least 1, or auto")
-        return int(requested), "asked"
+    asked = parse_replicas(requested)
+    if isinstance(asked, int):
+        return asked, "asked"
     if backend in GPU_ORDER:
         return 1, "auto: one per GPU backend"
     n = max(1, min(cpus, MAX_AUTO_REPLICAS))
@@ -75,12 +83,12 @@ def serve_until_stopped(
     with proxy_environment(proxy) as note:  # Ray reads its proxy mode from the environment it starts in
         if note:
             log(note)
-        _serve_until_stopped(options, host, port, replicas, ray_address, log, stop, request_timeout_s)
+        _serve_until_stopped(options, host, port, replicas, ray_address, log, stop, request_timeout_s, proxy)
 
 
 def _serve_until_stopped(
     options: ServeOptions, host: str, port: int, replicas: int | str, ray_address: str | None,
-    log: Callable[[str], None], stop: threading.Event | None, request_timeout_s: float,
+    log: Callable[[str], None], stop: threading.Event | None, request_timeout_s: float, proxy: str,
 ) -> None:
     try:
         import ray
@@ -89,7 +97,7 @@ def _serve_until_stopped(
         raise MachineError("serve", f"Ray Serve is not installed ({exc.name}): pip install 'ecg-edge[serve]'") from None
 
     started_ray = not ray.is_initialized()
-    if not started_ray and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and ray_address is None:
+    if not started_ray and proxy == "haproxy":
         # Ray took its proxy mode from the environment it started in, before this was set
         raise InputError(None, "--proxy haproxy starts its own Ray: this process already runs one")
     if started_ray:
