@@ -13,7 +13,9 @@ RECORDINGS_HELP = ("Recordings in any mix of formats (CODE-layout HDF5, WFDB, DI
                    "Philips Sierra XML, EDF/EDF+, .npy), or folders of them.")
 TRAINING_DATA_HELP = ("CODE-layout HDF5 file(s), or recordings in any readable format and folders with a labels "
                       "CSV keyed by record (a `record` column: paths relative to the CSV, FILE.h5#i for HDF5 "
-                      "exams); the labels CSV last.")
+                      "exams); the labels CSV last. Or several folders each with its own labels.csv and no CSV "
+                      "after them: prepared once into a cache in the model home, split by patient where the "
+                      "CSVs have a patient_id.")
 
 # Recordings to read (paths are checked by the commands, which name the file in one line: application.py).
 RecordingsArgument = Annotated[list[Path], typer.Argument(help=RECORDINGS_HELP, readable=False)]
@@ -42,8 +44,9 @@ CudaGraphOption = Annotated[bool, typer.Option("--cuda-graph", help="ort-cuda: c
 
 # Training and scoring
 SeedOption = Annotated[int, typer.Option(help="Random seed.")]
-SplitOption = Annotated[str, typer.Option(help="Validation exams: tail (the last share, as the reference) or "
-                                               "record (by a hash of each record: never on both sides).")]
+SplitOption = Annotated[str, typer.Option(help="Validation exams: tail (the last share, as the reference), "
+                                               "record (by a hash of each record: never on both sides) or "
+                                               "patient (whole patients where the labels have a patient_id).")]
 AugmentOption = Annotated[bool, typer.Option("--augment/--no-augment", help="Scale, shift, crop, baseline "
                                              "wander, noise and a dropped lead in training batches.")]
 BalanceOption = Annotated[bool, typer.Option("--balance/--no-balance", help="Weigh exams of rare classes up.")]

@@ -49,6 +49,24 @@ def _split_name(split: str) -> str:
     return split
 
 
+def _training_set(data: list[Path], usage: str, near: Path, task: str, also: tuple[Path, ...] = ()) -> Any:
+    """A context giving (HDF5 files, labels CSV) to train from: several folders each with its own
+    labels.csv through the corpus cache in the model home, else DATA [DATA2 ...] LABELS.csv."""
+    import contextlib
+
+    from ecg_edge.training.corpus import build_corpus, is_labelled_folder
+
+    if data and all(is_labelled_folder(p) for p in data):
+        from ecg_edge.home import model_home
+
+        corpus = build_corpus(data, model_home() / "cache", log=say)
+        return contextlib.nullcontext((corpus.files, corpus.labels_csv))
+    from ecg_edge.training.labels import training_inputs
+
+    inputs, labels = _data_and_labels(data, usage, also)
+    return training_inputs(inputs, labels, near, task)
+
+
 def _data_and_labels(data: list[Path], usage: str, also: tuple[Path, ...] = ()) -> tuple[list[Path], Path]:
     """DATA [DATA2 ...] LABELS.csv, each there."""
     if len(data) < 2:
@@ -77,19 +95,20 @@ def train(
     balance: BalanceOption = False,
 ) -> None:
     """Train the Ribeiro network on labelled recordings (the original recipe); resumes if interrupted."""
-    from ecg_edge.cli.workflows import epoch_printer
+    from ecg_edge.cli.workflows import epoch_printer, training_progress
     from ecg_edge.home import home_model_path
-    from ecg_edge.training.labels import training_inputs
     from ecg_edge.training.train import TrainOptions, train_model
 
-    inputs, labels = _data_and_labels(data, "give DATA [DATA2 ...] LABELS.csv")
     out = out or home_model_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
                            validation_fraction=validation_fraction, strategy=strategy, split=_split_name(split),
                            augment=augment, balance=balance)
-    with training_inputs(inputs, labels, out.parent, task) as (h5s, labels):
-        path, info = train_model(h5s, labels, out, options, epoch_end=epoch_printer(epochs, console))
+    training_set = _training_set(data, "give DATA [DATA2 ...] LABELS.csv, or FOLDER [FOLDER ...] with labels.csv",
+                                 out.parent, task)
+    with training_set as (h5s, labels), training_progress(epochs, console) as batch_end:
+        path, info = train_model(h5s, labels, out, options, epoch_end=epoch_printer(epochs, console),
+                                 batch_end=batch_end)
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")
 
 
@@ -118,16 +137,18 @@ def finetune(
     real recordings: validation by record, augmentation, rare classes lifted)."""
     from ecg_edge.cli.workflows import epoch_printer
     from ecg_edge.home import model_home
-    from ecg_edge.training.labels import training_inputs
     from ecg_edge.training.train import TrainOptions, finetune_model
 
-    inputs, labels = _data_and_labels(data, "give BASE DATA [DATA2 ...] LABELS.csv", also=(base,))
+    if not base.exists():
+        raise InputError(base, "no such file")
     out = out or model_home() / "transfer.keras"
     out.parent.mkdir(parents=True, exist_ok=True)
     options = TrainOptions(task=task, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
                            validation_fraction=validation_fraction, split=_split_name(split), augment=augment,
                            balance=balance)
-    with training_inputs(inputs, labels, out.parent, task) as (h5s, labels):
+    training_set = _training_set(data, "give BASE DATA [DATA2 ...] LABELS.csv, or BASE FOLDER [FOLDER ...]",
+                                 out.parent, task)
+    with training_set as (h5s, labels):
         path, info = finetune_model(base, h5s, labels, out, options, freeze=freeze, cut=cut,
                                     unfreeze_epochs=unfreeze_epochs, epoch_end=epoch_printer(epochs, console))
     console.print(f"wrote {path} (thresholds: {info['thresholds_source']})")

@@ -3,8 +3,9 @@ the runtime): the demo's steps and the random-weight export that bench falls bac
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,25 @@ def epoch_printer(total: int, console: Console) -> Callable[[int, dict], None]:
         console.print(f"epoch {epoch + 1}/{total}  {numbers}", highlight=False, soft_wrap=True)  # one line an epoch
 
     return show
+
+
+@contextlib.contextmanager
+def training_progress(epochs: int, console: Console) -> Iterator[Callable[[int, int, int, float, float], None]]:
+    """A bar over each epoch's batches with exams a second and the time left (training.train.Throughput);
+    drawn on a terminal only, as every progress bar here."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), console=console, transient=True,
+                        disable=not console.is_terminal)
+    task = progress.add_task("epoch 1", total=None, rate="")
+
+    def show(epoch: int, done: int, batches: int, rate: float, left: float) -> None:
+        progress.update(task, description=f"epoch {epoch + 1}/{epochs}", completed=done, total=batches,
+                        rate=f"{rate:.1f} ECG/s, epoch ends in {left:.0f} s")
+
+    with progress:
+        yield show
 
 
 # Real recordings the demo fine-tunes on only from this many labelled ones; a share is held out to score on.

@@ -12,6 +12,10 @@ from ecg_edge.errors import InputError
 from ecg_edge.recording import Recording
 from ecg_edge.spec import LEAD_ALIASES, LEAD_PREFIXES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ
 
+# Changed whenever `prepare` gives other numbers for the same recording: caches of prepared exams
+# (training/corpus.py) are keyed by it.
+PREPARE_VERSION = 1
+
 # Factor that takes a physical unit to millivolts, keyed by the unit in lower case (WFDB writes
 # any case; GE MUSE spells units out; DICOM and EDF use UCUM-like symbols).
 _TO_MILLIVOLTS = {

@@ -53,3 +53,16 @@ def test_max_f1_threshold_and_bootstrap():
         assert threshold_metrics(yy, ss > max_f1_threshold(yy, ss))["f1"] == pytest.approx(best)
     lo, hi = bootstrap_ci(auroc, np.tile(y, 20), np.tile(score, 20), n=100)
     assert lo <= auroc(y, score) <= hi and hi - lo < 0.3
+
+
+def test_max_f1_threshold_between_adjacent_floats():
+    """0.82 and 0.52 + 0.3 are adjacent floats: their midpoint rounds onto one of them, and the
+    threshold must still call exactly the exams it was chosen for."""
+    from ecg_edge.spec import called
+
+    upper, lower = 0.52 + 0.3, 0.82
+    assert np.nextafter(lower, 1.0) == upper
+    for y, score in (([1, 0, 0], [upper, lower, 0.1]), ([1, 1, 0], [upper, lower, 0.1])):
+        y, score = np.array(y), np.array(score)
+        t = max_f1_threshold(y, score)
+        np.testing.assert_array_equal(called(score, t), y.astype(bool))

@@ -131,7 +131,27 @@ class HDF5Sequence(keras.utils.PyDataset):
         self._handles.clear()
 
 
-SPLITS = ("tail", "record")
+SPLITS = ("tail", "record", "patient")
+GROUP_COLUMN = "group"  # the patient (or record) an exam belongs to: a corpus CSV has it
+PART_COLUMN = "part"  # 'train' or 'validation', where a split was made beforehand
+
+
+def read_text_column(path: str | Path, column: str) -> dict[str, str]:
+    """exam_id -> the value of `column` (empty where the CSV lacks it)."""
+    with open(path, newline="") as f:
+        return {str(row["exam_id"]).strip(): (row.get(column) or "").strip() for row in csv.DictReader(f)}
+
+
+def _held_by_patient(labels_csv: str | Path, exam_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """Validation exams split by patient: as the CSV's `part` column says where it has one, else
+    whole groups (its `group` column, the exam itself without one) by a hash, about `fraction` of them."""
+    from ecg_edge.training.corpus import group_rank
+
+    parts = read_text_column(labels_csv, PART_COLUMN)
+    if any(parts.get(e) for e in exam_ids):
+        return {e for e in exam_ids if parts.get(e) == "validation"}
+    groups = read_text_column(labels_csv, GROUP_COLUMN)
+    return {e for e in exam_ids if group_rank(groups.get(e) or e, f"validation-{seed}") < fraction}
 
 
 def train_validation_sequences(
@@ -158,7 +178,14 @@ def train_validation_sequences(
     if len(index) < 2:
         raise InputError(labels_csv, "fewer than 2 exams have both a tracing and labels")
     n_val = max(1, int(round(len(index) * validation_fraction)))
-    if split == "record":
+    if split == "patient":
+        held_ids = _held_by_patient(labels_csv, list(exam_of.values()), validation_fraction, seed)
+        train_index = [p for p in index if exam_of[p] not in held_ids]
+        val_index = [p for p in index if exam_of[p] in held_ids]
+        if not train_index or not val_index:
+            raise InputError(labels_csv, f"a split by patient left {len(train_index)} exams to train on and "
+                                         f"{len(val_index)} to validate on")
+    elif split == "record":
         held = set(sorted(index, key=lambda pair: hashlib.sha256(exam_of[pair].encode()).hexdigest())[:n_val])
         train_index, val_index = [p for p in index if p not in held], [p for p in index if p in held]
     else:

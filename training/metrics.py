@@ -70,8 +70,9 @@ def max_f1_threshold(y: np.ndarray, score: np.ndarray) -> float:
     choose it on validation data, never on the test set. One sort: O(n log n).
 
     Calling the exams scored >= s_k positive (s_k a distinct score, descending) is any threshold in
-    [s_(k+1), s_k) under the strict rule; the midpoint is taken, so that no validation exam sits on the
-    threshold, where the last bit of a float (FP16, INT8, another runtime) would flip its finding.
+    [s_(k+1), s_k) under the strict rule; the midpoint is taken where it lies strictly between, so
+    that no validation exam sits on the threshold, where the last bit of a float (FP16, INT8, another
+    runtime) would flip its finding.
     Just below the lowest score when all are called."""
     y = np.asarray(y).astype(bool)
     score = np.asarray(score, dtype=np.float64)
@@ -84,7 +85,12 @@ def max_f1_threshold(y: np.ndarray, score: np.ndarray) -> float:
     f1 = 2 * tp / (called_n + y.sum())  # 2TP / (2TP + FP + FN)
     k = int(np.argmax(f1))
     values = s[last]
-    return float((values[k] + values[k + 1]) / 2) if k + 1 < values.size else float(np.nextafter(values[k], -np.inf))
+    if k + 1 == values.size:
+        return float(np.nextafter(values[k], -np.inf))
+    middle = (values[k] + values[k + 1]) / 2
+    # Adjacent floats have no number strictly between them: the midpoint rounds onto one of them, and
+    # on the upper score the strict rule would drop those exams; the lower score keeps them called.
+    return float(middle if values[k + 1] < middle < values[k] else values[k + 1])
 
 
 def bootstrap_ci(

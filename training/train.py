@@ -59,6 +59,18 @@ def real_recipe(seed: int = 0, epochs: int = REAL_EPOCHS) -> TrainOptions:
                         lr_patience=4, adapt_batch_norm=True)
 
 
+# How the shipped default model is trained from scratch on the real corpus (~2,400 recordings of
+# PTB-XL, CinC, LUDB and CODE-test; benchmarks/train_default.py): augmented, rare classes weighted,
+# validation by patient, the learning rate cut when validation loss stalls.
+CORPUS_EPOCHS = 20
+
+
+def corpus_recipe(seed: int = 0, epochs: int = CORPUS_EPOCHS) -> TrainOptions:
+    return TrainOptions(task="six", epochs=epochs, batch_size=32, learning_rate=1e-3, validation_fraction=0.15,
+                        seed=seed, split="patient", augment=True, balance=True, early_stopping_patience=6,
+                        lr_patience=3)
+
+
 def real_transfer_recipe(seed: int = 0, epochs: int = REAL_TRANSFER_EPOCHS) -> TrainOptions:
     return replace(real_recipe(seed, epochs), task="binary", learning_rate=1e-3)
 
@@ -73,6 +85,32 @@ def _strategy(name: str) -> Any:
     if name != "none":
         raise InputError(None, f"unknown strategy {name!r}: none, mirrored or multiworker")
     return None
+
+
+class Throughput(keras.callbacks.Callback):
+    """Every `every` training batches: show(epoch, batches done, batches, exams a second, seconds left in
+    the epoch); the rate is over the epoch so far, so the first batch's graph building fades out."""
+
+    def __init__(self, show: Callable[[int, int, int, float, float], None], batches: int, batch_size: int,
+                 every: int = 10):
+        super().__init__()
+        self.show, self.batches, self.batch_size, self.every = show, batches, batch_size, every
+        self._epoch, self._start = 0, 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        import time
+
+        self._epoch, self._start = epoch, time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        import time
+
+        done = batch + 1
+        if done % self.every and done != self.batches:
+            return
+        elapsed = time.perf_counter() - self._start
+        rate = done * self.batch_size / elapsed if elapsed > 0 else 0.0
+        self.show(self._epoch, done, self.batches, rate, elapsed / done * (self.batches - done))
 
 
 def callbacks(
@@ -121,6 +159,7 @@ def choose_thresholds(model: Any, val: HDF5Sequence, classes: Sequence[str]) -> 
 def _fit(
     build: Callable[[], Any], data: Sequence[str | Path], labels_csv: str | Path, out: Path, options: TrainOptions,
     kind: str, epoch_end: Callable[[int, dict], None] | None,
+    batch_end: Callable[[int, int, int, float, float], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     keras.utils.set_random_seed(options.seed)
     train, val = train_validation_sequences(data, labels_csv, options.task, options.batch_size,
@@ -138,8 +177,10 @@ def _fit(
         frozen: list[str] = []
         if options.adapt_batch_norm:  # resumed: the backup holds the statistics; frozen as before, not measured
             frozen = _adapt(model, None if resumed else train, options.learning_rate)
-    model.fit(train, validation_data=val, epochs=options.epochs, verbose=0,
-              callbacks=callbacks(work_dir, options, epoch_end, best_so_far))
+    cbs = callbacks(work_dir, options, epoch_end, best_so_far)
+    if batch_end is not None:
+        cbs.append(Throughput(batch_end, len(train), options.batch_size))
+    model.fit(train, validation_data=val, epochs=options.epochs, verbose=0, callbacks=cbs)
     best = work_dir / "best.keras"
     if best.exists():
         model = keras.saving.load_model(best)
@@ -208,6 +249,7 @@ def _read_log(path: Path) -> list[dict[str, str]]:
 def train_model(
     data: Sequence[str | Path], labels_csv: str | Path, out: str | Path, options: TrainOptions | None = None,
     epoch_end: Callable[[int, dict], None] | None = None,
+    batch_end: Callable[[int, int, int, float, float], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train the Ribeiro network (six classes) or its binary head; resumes an interrupted run.
 
@@ -221,7 +263,7 @@ def train_model(
         return compile_for_training(build(), options.learning_rate)
 
     return _fit(compiled, data, labels_csv, Path(out), options, "ribeiro" if options.task == "six" else "binary",
-                epoch_end)
+                epoch_end, batch_end)
 
 
 def retrain_model(

@@ -1,0 +1,144 @@
+"""Train the project's default model on the real labelled recordings, resumable, and score it.
+
+    python benchmarks/train_default.py train --data ../shared/data --work /tmp/default-model
+    python benchmarks/train_default.py score --data ../shared/data --work /tmp/default-model
+
+`train` prepares `real/`, `ptbxl/` and `cinc-more/` once into a cache, splits by patient (PTB-XL's
+patient-wise strat_fold 7 validation, 8 test; the other sources by a hash of the record, 15% each) and
+trains `corpus_recipe` from scratch on the rest; thresholds are chosen on the validation part only.
+Run it again after an interruption: it resumes from the last finished epoch. `score` scores the test
+part (never trained on, never used for a choice) per class and source with 95% intervals, beside the
+rate rule, and writes benchmarks/results/default-model-*.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+FOLDERS = ("real", "ptbxl", "cinc-more")
+FOLD_PARTS = {"7": "validation", "8": "test"}
+OTHER_VALIDATION, OTHER_TEST = 0.15, 0.15
+SPLIT_SEED = "default-model"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def corpus_and_parts(data: Path, work: Path):
+    from ecg_edge.training.corpus import assign_parts, build_corpus
+
+    corpus = build_corpus([data / f for f in FOLDERS], work / "cache", log=lambda line: print(line, flush=True))
+    parts = assign_parts(corpus.rows, OTHER_VALIDATION, OTHER_TEST, FOLD_PARTS, SPLIT_SEED)
+    return corpus, parts
+
+
+def train(args: argparse.Namespace) -> None:
+    from ecg_edge.training.corpus import CORPUS_COLUMNS, part_rows, write_rows
+    from ecg_edge.training.train import corpus_recipe, train_model
+
+    corpus, parts = corpus_and_parts(args.data, args.work)
+    rows = part_rows(corpus.rows, parts, "train", "validation")
+    csv_path = write_rows(rows, args.work / "train-validation.csv", (*CORPUS_COLUMNS, "part"))
+    counts = {p: sum(v == p for v in parts.values()) for p in ("train", "validation", "test")}
+    print(f"exams: {counts}", flush=True)
+    options = corpus_recipe(args.seed, args.epochs)
+    start = time.perf_counter()
+
+    def epoch_end(epoch: int, logs: dict) -> None:
+        numbers = "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
+        print(f"epoch {epoch + 1}/{options.epochs} done at {time.perf_counter() - start:.0f} s  {numbers}", flush=True)
+
+    def batch_end(epoch: int, done: int, batches: int, rate: float, left: float) -> None:
+        print(f"  epoch {epoch + 1} batch {done}/{batches}  {rate:.1f} ECG/s  epoch ends in {left:.0f} s", flush=True)
+
+    path, info = train_model(corpus.files, csv_path, args.work / "model.keras", options, epoch_end, batch_end)
+    print(json.dumps({"model": str(path), **info}, indent=1), flush=True)
+
+
+def score(args: argparse.Namespace) -> None:
+    from ecg_edge.spec import CLASSES
+    from ecg_edge.training.corpus import part_rows, write_rows
+    from ecg_edge.training.data import HDF5Sequence, read_labels_csv
+    from ecg_edge.training.evaluate import score_classes
+    from ecg_edge.training.models import load_keras_model
+    from ecg_edge.training.train import predict_sequence
+
+    corpus, parts = corpus_and_parts(args.data, args.work)
+    model_path = args.model or args.work / "model.keras"
+    _, model, info = load_keras_model(model_path)
+    test_rows = part_rows(corpus.rows, parts, "test")
+    csv_path = write_rows(test_rows, args.work / "test.csv")
+    labels = read_labels_csv(csv_path)
+    index = []
+    import h5py
+
+    for file_no, path in enumerate(corpus.files):
+        with h5py.File(path, "r") as f:
+            ids = [v.decode() if isinstance(v, bytes) else str(v) for v in f["exam_id"][:]]
+        index += [(file_no, row) for row, exam_id in enumerate(ids) if exam_id in labels]
+    seq = HDF5Sequence(corpus.files, labels, index, batch_size=64)
+    order = [seq._ids[f][r] for f, r in index]
+    y, p = predict_sequence(model, seq)
+    source_of = {r["exam_id"]: r["source"] for r in test_rows}
+    sources = np.array([source_of[e] for e in order])
+    thresholds = info["thresholds"]
+    report: dict = {"model": str(model_path), "thresholds": thresholds, "n_test": len(order),
+                    "split": f"PTB-XL strat_fold 8 and a {OTHER_TEST:.0%} hash of the other records' patients",
+                    "pooled": score_classes(y, p, CLASSES, thresholds, n_boot=args.bootstrap), "per_source": {}}
+    for source in sorted(set(sources)):
+        mask = sources == source
+        report["per_source"][source] = {"n": int(mask.sum()),
+                                        "scores": score_classes(y[mask], p[mask], CLASSES, thresholds,
+                                                                n_boot=args.bootstrap)}
+    np.savez(args.work / "test-predictions.npz", y=y, p=p, ids=np.array(order), sources=sources)
+    out = RESULTS / f"default-model-{date.today().isoformat()}"
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float))
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def _cell(scores: dict, metric: str) -> str:
+    value, (low, high) = scores[metric], scores["ci95"][metric]
+    if value != value:
+        return "-"
+    return f"{value:.2f} ({low:.2f}-{high:.2f})"
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Default model on its test part ({report['n_test']} exams: {report['split']})", "",
+             "| source | n | class | positives | threshold | AUROC (95% CI) | F1 (95% CI) |",
+             "|---|---|---|---|---|---|---|"]
+    blocks = [("pooled", report["n_test"], report["pooled"])]
+    blocks += [(s, v["n"], v["scores"]) for s, v in report["per_source"].items()]
+    for source, n, scores in blocks:
+        for c, s in scores.items():
+            lines.append(f"| {source} | {n} | {c} | {s['positives']} | {s['threshold']:.3f} | {_cell(s, 'auroc')} | "
+                         f"{_cell(s, 'f1')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("train", "score"))
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/default-model"))
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.epochs is None:
+        from ecg_edge.training.train import CORPUS_EPOCHS
+
+        args.epochs = CORPUS_EPOCHS
+    {"train": train, "score": score}[args.step](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
