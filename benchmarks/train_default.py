@@ -2,13 +2,15 @@
 
     python benchmarks/train_default.py train --data ../shared/data --work /tmp/default-model
     python benchmarks/train_default.py score --data ../shared/data --work /tmp/default-model
+    python benchmarks/train_default.py ship --report benchmarks/results/default-model-DATE.json --version 1
 
 `train` prepares `real/`, `ptbxl/` and `cinc-more/` once into a cache, splits by patient (PTB-XL's
 patient-wise strat_fold 7 validation, 8 test; the other sources by a hash of the record, 15% each) and
 trains `corpus_recipe` from scratch on the rest; thresholds are chosen on the validation part only.
 Run it again after an interruption: it resumes from the last finished epoch. `score` scores the test
-part (never trained on, never used for a choice) per class and source with 95% intervals, beside the
-rate rule, and writes benchmarks/results/default-model-*.md and .json.
+part (never trained on, never used for a choice) per class and source with 95% intervals and writes
+benchmarks/results/default-model-*.md and .json; `ship --report THAT.json` makes the model the package's
+default (training/default/), only if its pooled test AUROC beats the shipped one.
 """
 
 from __future__ import annotations
@@ -22,19 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-FOLDERS = ("real", "ptbxl", "cinc-more")
-FOLD_PARTS = {"7": "validation", "8": "test"}
-OTHER_VALIDATION, OTHER_TEST = 0.15, 0.15
-SPLIT_SEED = "default-model"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def corpus_and_parts(data: Path, work: Path):
-    from ecg_edge.training.corpus import assign_parts, build_corpus
+    from ecg_edge.training.corpus import build_corpus
+    from ecg_edge.training.default_model import DEFAULT_FOLDERS, default_parts
 
-    corpus = build_corpus([data / f for f in FOLDERS], work / "cache", log=lambda line: print(line, flush=True))
-    parts = assign_parts(corpus.rows, OTHER_VALIDATION, OTHER_TEST, FOLD_PARTS, SPLIT_SEED)
-    return corpus, parts
+    corpus = build_corpus([data / f for f in DEFAULT_FOLDERS], work / "cache", log=lambda line: print(line, flush=True))
+    return corpus, default_parts(corpus.rows)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -64,6 +62,7 @@ def score(args: argparse.Namespace) -> None:
     from ecg_edge.spec import CLASSES
     from ecg_edge.training.corpus import part_rows, write_rows
     from ecg_edge.training.data import HDF5Sequence, read_labels_csv
+    from ecg_edge.training.default_model import SPLIT_TEXT
     from ecg_edge.training.evaluate import score_classes
     from ecg_edge.training.models import load_keras_model
     from ecg_edge.training.train import predict_sequence
@@ -88,7 +87,7 @@ def score(args: argparse.Namespace) -> None:
     sources = np.array([source_of[e] for e in order])
     thresholds = info["thresholds"]
     report: dict = {"model": str(model_path), "thresholds": thresholds, "n_test": len(order),
-                    "split": f"PTB-XL strat_fold 8 and a {OTHER_TEST:.0%} hash of the other records' patients",
+                    "split": SPLIT_TEXT,
                     "pooled": score_classes(y, p, CLASSES, thresholds, n_boot=args.bootstrap), "per_source": {}}
     for source in sorted(set(sources)):
         mask = sources == source
@@ -102,6 +101,37 @@ def score(args: argparse.Namespace) -> None:
     print(markdown(report))
 
 
+def mean_auroc(scores: dict) -> float:
+    return float(np.nanmean([s["auroc"] for s in scores.values()]))
+
+
+def ship(args: argparse.Namespace) -> None:
+    """The trained model as the package's default (weights only, no optimizer state), with its info and
+    test figures; refused unless its pooled test AUROC beats the one shipped (--force aside)."""
+    from ecg_edge.model_info import info_path, write_model_info
+    from ecg_edge.training.default_model import DEFAULT_FOLDERS, DEFAULT_MODEL, SPLIT_TEXT
+    from ecg_edge.training.models import build_ribeiro, load_keras_model
+
+    report = json.loads(Path(args.report).read_text())
+    new = mean_auroc(report["pooled"])
+    if info_path(DEFAULT_MODEL).exists() and not args.force:
+        old = json.loads(info_path(DEFAULT_MODEL).read_text()).get("test", {}).get("mean_auroc", 0.0)
+        if new <= old:
+            raise SystemExit(f"not shipped: pooled test AUROC {new:.3f} does not beat the shipped {old:.3f}")
+    _, trained, info = load_keras_model(args.model or args.work / "model.keras")
+    model = build_ribeiro()
+    model.set_weights(trained.get_weights())
+    DEFAULT_MODEL.parent.mkdir(parents=True, exist_ok=True)
+    model.save(DEFAULT_MODEL)
+    info = {**info, "trained_on": list(DEFAULT_FOLDERS), "split": SPLIT_TEXT, "seed": args.seed,
+            "version": args.version, "card": "docs/model-card.md",
+            "test": {"n": report["n_test"], "mean_auroc": new,
+                     "auroc": {c: s["auroc"] for c, s in report["pooled"].items()},
+                     "f1": {c: s["f1"] for c, s in report["pooled"].items()}}}
+    write_model_info(DEFAULT_MODEL, info)
+    print(f"wrote {DEFAULT_MODEL} ({DEFAULT_MODEL.stat().st_size / 1e6:.1f} MB), pooled test AUROC {new:.3f}")
+
+
 def _cell(scores: dict, metric: str) -> str:
     value, (low, high) = scores[metric], scores["ci95"][metric]
     if value != value:
@@ -110,7 +140,7 @@ def _cell(scores: dict, metric: str) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Default model on its test part ({report['n_test']} exams: {report['split']})", "",
+    lines = [f"# Default model on its test part ({report['n_test']} exams)", "", f"Split: {report['split']}.", "",
              "| source | n | class | positives | threshold | AUROC (95% CI) | F1 (95% CI) |",
              "|---|---|---|---|---|---|---|"]
     blocks = [("pooled", report["n_test"], report["pooled"])]
@@ -124,20 +154,23 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("train", "score"))
+    parser.add_argument("step", choices=("train", "score", "ship"))
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--work", type=Path, default=Path("/tmp/default-model"))
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--report", type=Path, default=None, help="ship: the score step's JSON")
+    parser.add_argument("--version", default="1", help="ship: the shipped model's version")
+    parser.add_argument("--force", action="store_true", help="ship even if the figures do not improve")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.epochs is None:
         from ecg_edge.training.train import CORPUS_EPOCHS
 
         args.epochs = CORPUS_EPOCHS
-    {"train": train, "score": score}[args.step](args)
+    {"train": train, "score": score, "ship": ship}[args.step](args)
 
 
 if __name__ == "__main__":

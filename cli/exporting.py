@@ -48,6 +48,12 @@ def export(
     from ecg_edge.home import home_export_dir, home_model_path
     from ecg_edge.training.models import load_keras_model
 
+    if model is None and not home_model_path().exists():  # a fresh install: the shipped default model
+        from ecg_edge.training.default_model import default_model, install_default
+
+        default_model()
+        say("no model in the model home: the shipped default model becomes the home model")
+        model = install_default(home_model_path().parent, log=say)
     model = model or home_model_path()
     if not model.exists():
         raise InputError(model, "no such model (train one with `ecg-edge train` or run `ecg-edge demo`)")

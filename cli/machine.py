@@ -16,7 +16,8 @@ from ecg_edge.errors import InputError
 @command()
 def bench(
     model: Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's; "
-                                               "without one, random weights exported to a temp folder).",
+                                               "a fresh install's: the shipped default model, exported once; "
+                                               "random weights where the home has a model but no export).",
                                                readable=False)] = None,
     batch: Annotated[str, typer.Option(help="Batch size(s), comma-separated: 1,8,64,256.")] = "64",
     backend: Annotated[list[str] | None, typer.Option(help="Backends (repeatable; default: every one present "
@@ -46,6 +47,10 @@ def bench(
     if plot is not None:
         check_target(plot, (".png",))
     with tempfile.TemporaryDirectory(prefix="ecg-edge-bench-") as tmp:
+        if model is None:
+            from ecg_edge.cli.workflows import default_home_export
+
+            default_home_export(log)
         export_dir = model or home_export_dir()
         if model is None and not (export_dir / "manifest.json").exists():
             from ecg_edge.cli.workflows import random_weight_export

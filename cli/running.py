@@ -47,6 +47,15 @@ def load_reference(backends: list[str]) -> None:
         import ecg_edge.training.keras_backend  # noqa: F401
 
 
+def _default_model_if_needed(model: Path | None, recordings: list[Path]) -> None:
+    """A fresh install runs the shipped default model (cli.workflows.default_home_export); only once the
+    recordings are there, so that a mistyped path costs no export."""
+    if model is None and recordings and all(p.exists() for p in recordings):
+        from ecg_edge.cli.workflows import default_home_export
+
+        default_home_export(log)
+
+
 @command()
 def infer(
     recordings: RecordingsArgument,
@@ -80,6 +89,7 @@ def infer(
     from ecg_edge.request import InferRequest, RayOptions, run_request
     from ecg_edge.results import results_table, run_summary
 
+    _default_model_if_needed(model, recordings)
     request = InferRequest(
         tuple(recordings), model=model, backend=backend, precision=precision, batch=batch,
         thresholds=tuple(threshold or ()), threads=threads, cuda_graph=cuda_graph,
@@ -129,6 +139,7 @@ def report(
     from ecg_edge.report import INDEX
     from ecg_edge.request import InferRequest, run_request
 
+    _default_model_if_needed(model, recordings)
     request = InferRequest(
         tuple(recordings), model=model, backend=backend, precision=precision, batch=batch,
         thresholds=tuple(threshold or ()), threads=threads,

@@ -25,17 +25,18 @@ MAX_FLIPS_SHOWN = 20
 
 @command()
 def demo(
-    n: Annotated[int, typer.Option("--n", min=100, help="Synthetic training ECGs.")] = 1000,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the six-class model.")] = 3,
+    n: Annotated[int, typer.Option("--n", min=100, help="Synthetic ECGs to fine-tune the transfer model on where "
+                                                        "no labelled real folders are given.")] = 1000,
+    epochs: Annotated[int, typer.Option(min=1, help="Transfer-model epochs on those synthetic ECGs.")] = 1,
     records: Annotated[list[Path] | None, typer.Option(
-        help="Real recordings: the labelled ones (a folder's labels.csv keyed by record, else WFDB '# Dx:' headers; "
-             "40 or more) are fine-tuned on, a share held out and scored; all validate the export and are inferred on.",
-        readable=False)]
+        help="Real recordings: folders with a labels.csv (e.g. ../shared/data/ptbxl) are split as the default model "
+             "was, the transfer model fine-tuned on its training part and everything scored on its test part; "
+             "other recordings validate the export and are inferred on.", readable=False)]
     = None,
     seed: SeedOption = 0,
 ) -> None:
-    """Whole pipeline: synthetic data -> train -> fine-tune (on labelled real recordings where given) ->
-    evaluate -> export -> infer -> bench."""
+    """Whole pipeline: the shipped default model -> fine-tune the binary transfer model from it -> evaluate
+    on recordings it never trained on -> export -> infer -> bench."""
     from ecg_edge.cli.workflows import run_demo
 
     run_demo(n, epochs, [r for r in records or [] if r.exists()], seed, console)

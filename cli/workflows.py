@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -43,158 +42,121 @@ def training_progress(epochs: int, console: Console) -> Iterator[Callable[[int, 
         yield show
 
 
-# Real recordings the demo fine-tunes on only from this many labelled ones; a share is held out to score on.
-MIN_REAL_TO_FINETUNE = 40
-REAL_HELD_OUT = 0.3
+# The binary transfer model learns from about this many of the exams the default model trained on.
+DEMO_TRANSFER_EXAMS = 600
+DEMO_SYNTHETIC_EXAMS = 400
 
 
 def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Console) -> None:
-    """Whole pipeline: synthetic data -> train -> fine-tune (on the real recordings given, where they
-    are labelled) -> evaluate -> export -> infer -> bench."""
+    """Whole pipeline around the shipped default model: it becomes the home model; the binary transfer
+    model is fine-tuned from it; both are scored on recordings the default model never trained on;
+    export (gated on such recordings), infer, bench. `n` synthetic ECGs stand in for labelled real
+    folders where none are given; `epochs` trains the transfer model on them."""
     from ecg_edge.backends import open_backend
     from ecg_edge.bench import bench_table, run_matrix
     from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model, export_table
-    from ecg_edge.home import home_export_dir, home_model_path, model_home
+    from ecg_edge.home import home_export_dir, model_home
     from ecg_edge.infer import run_inference
     from ecg_edge.manifest import find_file, load_manifest
+    from ecg_edge.model_info import read_model_info
     from ecg_edge.progress import progress_bar
     from ecg_edge.readers import hdf5_exam_count
     from ecg_edge.results import results_table, write_results
-    from ecg_edge.synthetic import summarize_labels, write_synthetic_set
+    from ecg_edge.synthetic import write_synthetic_set
+    from ecg_edge.training.corpus import build_corpus, is_labelled_folder, write_part
+    from ecg_edge.training.default_model import SPLIT_TEXT, default_parts, install_default
     from ecg_edge.training.evaluate import evaluate as run_evaluation
     from ecg_edge.training.evaluate import write_report
-    from ecg_edge.training.labels import labelled_recordings, split_by_record
     from ecg_edge.training.models import load_keras_model
-    from ecg_edge.training.train import (
-        REAL_EPOCHS,
-        REAL_TRANSFER_EPOCHS,
-        TrainOptions,
-        finetune_model,
-        real_recipe,
-        real_transfer_recipe,
-        retrain_model,
-        train_model,
-    )
+    from ecg_edge.training.train import REAL_TRANSFER_EPOCHS, TrainOptions, finetune_model, real_transfer_recipe
 
     records = [r for r in records or [] if r.exists()]
+    labelled = [r for r in records if is_labelled_folder(r)]
     home = model_home()
-    (home / "data").mkdir(parents=True, exist_ok=True)
+    data = home / "data"
+    data.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    real = labelled_recordings(records, home / "data") if records else None
-    n_real = hdf5_exam_count(real[0]) if real else 0
-    if real and n_real < MIN_REAL_TO_FINETUNE:
-        console.print(f"{n_real} labelled real recordings: fewer than {MIN_REAL_TO_FINETUNE}, so no fine-tuning on "
-                      "them (they validate the export and are inferred on)", highlight=False)
-        real = None
-    # what validates the export and is inferred on: the labelled set, read once, or the recordings as given
-    real_inputs = [real[0]] if real else records
 
-    console.rule("1/7 synthetic data")
-    n_test = max(n // 4, 50)
-    with progress_bar("synthesizing", total=n + n_test) as advance:
-        train_h5, train_csv = write_synthetic_set(home / "data" / "train.h5", n, seed=seed, progress=advance)
-        test_h5, test_csv = write_synthetic_set(home / "data" / "test.h5", n_test, seed=seed + 1, progress=advance)
-    console.print(summarize_labels(train_csv))
+    def say(line: str) -> None:
+        console.print(line, markup=False, highlight=False)
 
-    console.rule(f"2/7 train the six-class model on synthetic ECGs ({epochs} epochs, CPU)")
-    t0 = time.perf_counter()
-    synthetic_path = home / "synthetic.keras" if real else home_model_path()
-    model_path, _ = train_model([train_h5], train_csv, synthetic_path,
-                                TrainOptions(epochs=epochs, batch_size=32, validation_fraction=0.1, seed=seed),
-                                epoch_end=epoch_printer(epochs, console))
-    console.print(f"{n * 0.9 * epochs / (time.perf_counter() - t0):.1f} ECG/s training throughput")
+    console.rule("1/6 the shipped default model becomes the home model")
+    model_path = install_default(home, log=say)
+    card = read_model_info(model_path, "six", "ribeiro")
+    say(f"{model_path}: the six-class network trained on {', '.join(card.get('trained_on', []))} "
+        f"(docs/model-card.md); split: {card.get('split', '?')}")
 
-    held_out: tuple[Path, Path] | None = None
-    if real:
-        (fit_h5, fit_csv), held_out = split_by_record(real[0], real[1], REAL_HELD_OUT, home / "data")
-        n_fit = hdf5_exam_count(fit_h5)
-        console.rule(f"3/7 fine-tune on {n_fit} real recordings ({n_real - n_fit} held out; {REAL_EPOCHS} epochs, "
-                     "every layer, the real recordings' batch-norm statistics, lr 1e-4)")
-        real_options = real_recipe(seed, REAL_EPOCHS)
-        # the whole six-class model from its synthetic start (measured: better on held-out real recordings
-        # than the transfer model's three new layers, whose head starts from nothing on 188 recordings)
-        model_path, _ = retrain_model(synthetic_path, [fit_h5], fit_csv, home_model_path(), real_options,
-                                      epoch_end=epoch_printer(REAL_EPOCHS, console))
-        # no normal/abnormal labels among the real ones: the synthetic set, with its own statistics
-        has_normal = _has_normal(fit_csv)
-        transfer_data, transfer_epochs = ((([fit_h5], fit_csv), REAL_TRANSFER_EPOCHS) if has_normal
-                                          else (([train_h5], train_csv), 1))
-        binary_options = replace(real_transfer_recipe(seed, transfer_epochs), adapt_batch_norm=has_normal)
+    console.rule("2/6 data the default model never trained on")
+    if labelled:
+        corpus = build_corpus(labelled, home / "cache", log=say)
+        parts = default_parts(corpus.rows)
+        n_train = sum(p == "train" for p in parts.values())
+        share = min(1.0, DEMO_TRANSFER_EXAMS / max(n_train, 1))
+        fit_h5, fit_csv = write_part(corpus, parts, ["train"], data / "transfer-train.h5", share=share)
+        test_h5, test_csv = write_part(corpus, parts, ["test"], data / "test.h5")
+        gate_h5, _ = write_part(corpus, parts, ["validation", "test"], data / "gate.h5")
+        calibration = [write_part(corpus, parts, ["train"], data / "calibration.h5", share=0.1)[0]]
+        export_inputs, infer_inputs = [gate_h5], [test_h5]
+        transfer_epochs, transfer_options = REAL_TRANSFER_EPOCHS, real_transfer_recipe(seed, REAL_TRANSFER_EPOCHS)
+        where = f"the test part of {', '.join(r.name for r in labelled)} ({SPLIT_TEXT})"
     else:
-        console.rule("3/7 fine-tune the binary transfer model (1 epoch)")
-        transfer_data, transfer_epochs = ([train_h5], train_csv), 1
-        binary_options = TrainOptions(task="binary", epochs=1, batch_size=32, validation_fraction=0.1, seed=seed)
-    console.print(f"binary transfer model ({transfer_epochs} epochs on {transfer_data[0][0].name})", highlight=False)
-    transfer_path, _ = finetune_model(synthetic_path, transfer_data[0], transfer_data[1], home / "transfer.keras",
-                                      binary_options, epoch_end=epoch_printer(transfer_epochs, console))
+        with progress_bar("synthesizing", total=n + DEMO_SYNTHETIC_EXAMS) as advance:
+            fit_h5, fit_csv = write_synthetic_set(data / "train.h5", n, seed=seed, progress=advance)
+            test_h5, test_csv = write_synthetic_set(data / "test.h5", DEMO_SYNTHETIC_EXAMS, seed=seed + 1,
+                                                    progress=advance)
+        calibration, export_inputs, infer_inputs = [], records, records or [test_h5]
+        transfer_epochs = epochs
+        transfer_options = TrainOptions(task="binary", epochs=epochs, batch_size=32, validation_fraction=0.1, seed=seed)
+        where = "synthetic ECGs (no labelled real folders given)"
+    say(f"transfer model: {hdf5_exam_count(fit_h5)} exams to fine-tune on; scores on {hdf5_exam_count(test_h5)} "
+        f"exams of {where}")
 
-    console.rule("4/7 evaluate on held-out ECGs")
-    report = run_evaluation(synthetic_path, [test_h5], test_csv, n_boot=100)
-    write_report(report, home / "reports" / "six-class")
-    binary = run_evaluation(transfer_path, [test_h5], test_csv, n_boot=100)
+    console.rule(f"3/6 the binary transfer model fine-tuned from it ({transfer_epochs} epochs)")
+    t0 = time.perf_counter()
+    transfer_path, _ = finetune_model(model_path, [fit_h5], fit_csv, home / "transfer.keras", transfer_options,
+                                      epoch_end=epoch_printer(transfer_epochs, console))
+    say(f"{hdf5_exam_count(fit_h5) * transfer_epochs / (time.perf_counter() - t0):.1f} ECG/s training throughput")
+
+    console.rule("4/6 scores on exams the default model never trained on")
+    six = run_evaluation(model_path, [test_h5], test_csv, n_boot=200)
+    binary = run_evaluation(transfer_path, [test_h5], test_csv, n_boot=200)
+    write_report(six, home / "reports" / "default-model")
     write_report(binary, home / "reports" / "transfer")
-    console.print(_scores_table(f"held-out synthetic: {report['n_exams']} exams (synthetic-only model)",
-                                {"model": report, "transfer (abnormal)": binary}))
-    if held_out is not None:
-        before = run_evaluation(synthetic_path, [held_out[0]], held_out[1], n_boot=200)
-        after = run_evaluation(model_path, [held_out[0]], held_out[1], n_boot=200)
-        write_report(before, home / "reports" / "real-synthetic-only")
-        write_report(after, home / "reports" / "real-fine-tuned")
-        compared = {"synthetic-only": before, "fine-tuned on real": after}
-        if _has_normal(held_out[1]):
-            compared["transfer (abnormal)"] = run_evaluation(transfer_path, [held_out[0]], held_out[1], n_boot=200)
-        console.print(_scores_table(f"{after['n_exams']} held-out real recordings (never trained on; split by "
-                                    "record)", compared))
+    console.print(_scores_table(f"{six['n_exams']} exams of {where}", {"default model": six,
+                                                                       "transfer (abnormal)": binary}))
 
-    console.rule("5/7 export ONNX FP32 / FP16 / INT8")
+    console.rule("5/6 export ONNX FP32 / FP16 / INT8, gated on exams never trained on")
     try:
-        export_model(load_keras_model(model_path), home_export_dir(), ExportOptions(),
-                     validation=real_inputs, log=lambda line: console.print(line, markup=False, highlight=False))
+        export_model(load_keras_model(model_path), home_export_dir(), ExportOptions(), calibration=calibration,
+                     validation=export_inputs, log=say)
     except ExportGateError as exc:  # the files that passed are written; show the gate at work and go on
-        console.print(f"note: {exc}", markup=False, highlight=False)
+        say(f"note: {exc}")
     manifest = load_manifest(home_export_dir())
     console.print(export_table(manifest, home_export_dir()))
 
-    console.rule("6/7 infer")
+    console.rule("6/6 infer and bench at batch 64")
     results_dir = home / "results"
     results_dir.mkdir(exist_ok=True)
     fastest = "int8" if find_file(manifest, "onnx", "int8") else "fp32"
     runner, manifest = open_backend(home_export_dir(), "auto", fastest)
     with runner:
-        for name, inputs in (("synthetic", [test_h5]), ("records", real_inputs)):
-            if not inputs:
-                continue
-            run = run_inference(inputs, runner, manifest)
-            write_results(run, results_dir / f"{name}.csv")
-            if name == "records" and len(run.ids) <= 40:
-                console.print(results_table(run))
-            console.print(f"{name}: {len(run.ids)} exams, {run.throughput:.0f} ECG/s ({run.backend}) "
-                          f"-> {results_dir / f'{name}.csv'}", highlight=False)
-
-    console.rule("7/7 bench at batch 64")
+        run = run_inference(infer_inputs, runner, manifest)
+    write_results(run, results_dir / "records.csv")
+    if len(run.ids) <= 40:
+        console.print(results_table(run))
+    say(f"{len(run.ids)} exams, {run.throughput:.0f} ECG/s ({run.backend}, {fastest}) -> {results_dir / 'records.csv'}")
     bench_report = run_matrix(home_export_dir(), [64], [], [], warmup_s=1.0, duration_s=3.0, threads=None,
                               cache_dir=home)
     console.print(bench_table(bench_report))
 
     console.rule("done")
-    trained = ("fine-tuned on the real recordings given (scores on the held-out ones above); it is a research "
-               "model, its findings are not diagnoses" if held_out is not None else
-               "trained on synthetic ECGs: it learns rate, rhythm and QRS-width cues; its outputs on real "
-               "recordings are not diagnoses")
-    console.print(f"{time.perf_counter() - started:.0f} s. Everything is in {home}:\n"
-                  f"  models   {model_path}, {transfer_path}\n"
-                  f"  reports  {home / 'reports'}\n"
-                  f"  export   {home_export_dir()}\n"
-                  f"  results  {results_dir}\n"
-                  "Now `ecg-edge infer RECORDING`, `ecg-edge export` and `ecg-edge bench --batch 64` work with no "
-                  f"paths. The home model is {trained}.", highlight=False)
-
-
-def _has_normal(labels_csv: Path) -> bool:
-    from ecg_edge.spec import NORMAL_COLUMN
-
-    with open(labels_csv) as f:
-        return NORMAL_COLUMN in f.readline().strip().split(",")
+    say(f"{time.perf_counter() - started:.0f} s. Everything is in {home}:\n"
+        f"  models   {model_path} (the shipped default), {transfer_path}\n"
+        f"  reports  {home / 'reports'}\n"
+        f"  export   {home_export_dir()}\n"
+        f"  results  {results_dir}\n"
+        "Now `ecg-edge infer RECORDING`, `ecg-edge export` and `ecg-edge bench --batch 64` work with no paths. "
+        "These are research models: their findings are not diagnoses.")
 
 
 def _scores_table(title: str, reports: dict[str, dict]) -> Table:
@@ -246,3 +208,29 @@ def random_weight_export(out_dir: Path, for_tensorrt: bool = False,
     except ExportGateError as exc:  # what passed is written and benchmarked
         log(f"note: {exc}")
     return out_dir / "export"
+
+
+def default_home_export(log: Callable[[str], None]) -> None:
+    """Where the model home has neither an export nor a model (a fresh install), the shipped default model
+    becomes the home model and is exported into it, once; otherwise nothing. Exit 3 where this install
+    cannot export (no TensorFlow)."""
+    from ecg_edge.errors import MachineError
+    from ecg_edge.home import home_export_dir, home_model_path, model_home
+
+    if (home_export_dir() / "manifest.json").exists() or home_model_path().exists():
+        return
+    try:
+        from ecg_edge.export.pipeline import ExportGateError, ExportOptions, export_model
+        from ecg_edge.training.default_model import install_default
+        from ecg_edge.training.models import load_keras_model
+    except ImportError as exc:
+        raise MachineError("the shipped default model", f"exporting it needs the train extra ({exc.name} is "
+                           "missing): pip install 'ecg-edge[train]', or copy an export folder into "
+                           f"{home_export_dir()}") from None
+    log(f"no model in {model_home()}: the shipped default model becomes the home model and is exported once "
+        "(FP32, FP16, INT8 gated on synthetic ECGs; `ecg-edge demo` gates it on real ones)")
+    model = install_default(model_home(), log=log)
+    try:
+        export_model(load_keras_model(model), home_export_dir(), ExportOptions(), log=log)
+    except ExportGateError as exc:  # what passed is written and used
+        log(f"note: {exc}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+HOME_MODEL_NAME = "model.keras"
+
 
 def model_home() -> Path:
     """`$ECG_EDGE_HOME`, default `~/.ecg-edge`."""
@@ -13,7 +15,7 @@ def model_home() -> Path:
 
 def home_model_path() -> Path:
     """The trained six-class model that `train` and `demo` write."""
-    return model_home() / "model.keras"
+    return model_home() / HOME_MODEL_NAME
 
 
 def home_export_dir() -> Path:

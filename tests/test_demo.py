@@ -33,60 +33,59 @@ def _labelled_folder(folder: Path, n: int) -> Path:
     return folder
 
 
+def _shipped() -> Path:
+    from ecg_edge.training.default_model import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.exists():
+        pytest.skip(f"{DEFAULT_MODEL} is not in this checkout")
+    return DEFAULT_MODEL
+
+
 @pytest.mark.slow
-def test_demo_fine_tunes_on_labelled_recordings_then_commands_without_paths(home, tmp_path, monkeypatch):
-    """The demo at its smallest (100 ECGs, 1 epoch) with a folder labelled by record: it fine-tunes the
-    home model on part of it, scores both models on the part held out and exports the fine-tuned one;
-    then infer and bench work from the model home."""
-    from ecg_edge.cli.workflows import MIN_REAL_TO_FINETUNE
-    from ecg_edge.spec import CLASSES
+def test_demo_makes_the_default_model_home_and_scores_where_it_never_trained(home, tmp_path, monkeypatch):
+    """The demo at its smallest with a folder labelled by record: the shipped model becomes the home
+    model unchanged, the transfer model is fine-tuned from it on the folder's training part, both are
+    scored on its test part, the export is gated on its validation and test parts; then infer and bench
+    work from the model home."""
+    from ecg_edge.training.corpus import build_corpus
+    from ecg_edge.training.default_model import default_parts
 
-    # one epoch for each fine-tune on the real recordings too: what is checked here does not depend on them
-    monkeypatch.setattr("ecg_edge.training.train.REAL_EPOCHS", 1)
+    shipped = _shipped()
     monkeypatch.setattr("ecg_edge.training.train.REAL_TRANSFER_EPOCHS", 1)
-
-    folder = _labelled_folder(tmp_path / "labelled", MIN_REAL_TO_FINETUNE)
+    folder = _labelled_folder(tmp_path / "labelled", 60)
     runner = CliRunner()
-    demo = runner.invoke(app, ["demo", "--n", "100", "--epochs", "1", "--records", str(folder)])
+    demo = runner.invoke(app, ["demo", "--records", str(folder)])
     assert demo.exit_code == 0, demo.output
-    for path in ("model.keras", "model.json", "synthetic.keras", "transfer.keras", "export/manifest.json",
-                 "export/model.onnx", "reports/six-class/report.md", "reports/transfer/report.md",
-                 "reports/real-fine-tuned/report.md", "results/synthetic.csv", "results/records.csv"):
+    for path in ("model.keras", "model.json", "transfer.keras", "export/manifest.json", "export/model.onnx",
+                 "reports/default-model/report.md", "reports/transfer/report.md", "results/records.csv"):
         assert (home / path).exists(), path
-    assert "fine-tune on 28 real recordings (12 held out" in demo.output
-    assert "12 held-out real recordings" in demo.output and "fine-tuned on real" in demo.output
-    info = json.loads((home / "model.json").read_text())
-    # the home model is the one fine-tuned on the labelled recordings, and the export is made from it
-    assert info["classes"] == list(CLASSES) and [Path(p).name for p in info["trained_on"]] == ["labelled-train.h5"]
+    assert (home / "model.keras").read_bytes() == shipped.read_bytes()
+    parts = default_parts(build_corpus([folder], tmp_path / "cache").rows)
+    n_test = sum(p == "test" for p in parts.values())
+    n_gated = n_test + sum(p == "validation" for p in parts.values())
+    assert f"{n_test} exams of the test part of labelled" in demo.output
     manifest = json.loads((home / "export" / "manifest.json").read_text())
     assert manifest["model"]["source"] == str(home / "model.keras")
-    assert manifest["validation"]["read"] == MIN_REAL_TO_FINETUNE
-    assert manifest["thresholds_source"].startswith("max F1 on")  # the trained model's own thresholds
-    out = tmp_path / "r.csv"
-    r = runner.invoke(app, ["infer", str(home / "data" / "test.h5"), "-o", str(out)])
-    assert r.exit_code == 0, r.output
-    with open(out) as f:
-        assert sum(1 for _ in f) == 1 + 50
-    # A model this small may fail the INT8 gate; the demo says so and goes on with what passed.
-    int8_written = "model.int8.onnx" in manifest["files"]
-    assert int8_written != ("int8" in manifest["rejected"])
-    assert int8_written or "failed their gates" in demo.output
+    assert manifest["validation"]["read"] == n_gated  # the validation and test parts, nothing trained on
+    with open(home / "results" / "records.csv") as f:
+        assert sum(1 for _ in f) == 1 + n_test
     r = runner.invoke(app, ["bench", "--batch", "2", "--warmup", "0.1", "--duration", "0.2", "--precision", "fp32"])
     assert r.exit_code == 0, r.output
     assert "random weights" not in r.output and "fp32" in r.output
 
 
 @pytest.mark.slow
-def test_demo_with_few_labelled_recordings_does_not_fine_tune(home, tmp_path, monkeypatch):
-    """Under MIN_REAL_TO_FINETUNE labelled recordings (the 12 of ../shared/data/wfdb): no fine-tuning, they
-    validate the export and are inferred on, as the demo always did. Steps after that are stopped early."""
+def test_demo_without_labelled_folders_fine_tunes_on_synthetic_ecgs(home, tmp_path, monkeypatch):
+    """Recordings without a labels.csv (../shared/data/wfdb) validate the export and are inferred on;
+    the transfer model learns from synthetic ECGs. Steps after that choice are stopped early."""
     if not SHARED_WFDB.exists():
         pytest.skip("../shared/data/wfdb not present")
-    import ecg_edge.cli.workflows as workflows
+    shipped = _shipped()
 
     def stop(*args, **kwargs):
-        raise SystemExit("stopped after the decision")
+        raise SystemExit("stopped after the choice")
 
-    monkeypatch.setattr("ecg_edge.synthetic.write_synthetic_set", stop)
-    demo = CliRunner().invoke(app, ["demo", "--n", "100", "--epochs", "1", "--records", str(SHARED_WFDB)])
-    assert f"fewer than {workflows.MIN_REAL_TO_FINETUNE}, so no fine-tuning" in demo.output
+    monkeypatch.setattr("ecg_edge.training.train.finetune_model", stop)
+    demo = CliRunner().invoke(app, ["demo", "--n", "100", "--records", str(SHARED_WFDB)])
+    assert "synthetic ECGs (no labelled real folders given)" in demo.output
+    assert (home / "model.keras").read_bytes() == shipped.read_bytes()

@@ -156,6 +156,7 @@ def test_gate_error_anywhere_is_exit_1_in_one_line(monkeypatch, tmp_path, home):
         raise GateError("int8: exams unchanged 50.0% (3/6), max |dp| 4.0e-01")
 
     monkeypatch.setattr("ecg_edge.cli.workflows.random_weight_export", failing)
+    monkeypatch.setattr("ecg_edge.cli.workflows.default_home_export", failing)
     r = run_cli("bench", "--batch", "1")
     assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith("error: int8: exams unchanged")
     assert "Traceback" not in r.output

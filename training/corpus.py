@@ -25,11 +25,11 @@ from pathlib import Path
 
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import PREPARE_VERSION
-from ecg_edge.spec import CLASSES, NORMAL_COLUMN
+from ecg_edge.spec import CLASSES, LEADS, N_SAMPLES, NORMAL_COLUMN
 
 LABELS_NAME = "labels.csv"
 CORPUS_COLUMNS = ("exam_id", *CLASSES, NORMAL_COLUMN, "source", "group", "fold")
-PARTS = ("train", "validation", "test")
+_TRACE_SHAPE = (N_SAMPLES, len(LEADS))
 _PTBXL_ECG_ID = re.compile(r"(?:^|/)(\d{5})_(?:hr|lr)$")
 _CINC_PTBXL = re.compile(r"(?:^|/)HR(\d{5})$")
 
@@ -184,3 +184,33 @@ def assign_parts(
 
 def part_rows(rows: Sequence[dict[str, str]], parts: dict[str, str], *wanted: str) -> list[dict[str, str]]:
     return [{**row, "part": parts[row["exam_id"]]} for row in rows if parts[row["exam_id"]] in wanted]
+
+
+def write_part(
+    corpus: Corpus, parts: dict[str, str], wanted: Sequence[str], out_h5: Path, share: float = 1.0,
+) -> tuple[Path, Path]:
+    """The exams of the `wanted` parts (a `share` of their patients, by hash) as one CODE-layout HDF5 file
+    and a labels CSV of CORPUS_COLUMNS beside it; copied in blocks, memory bounded."""
+    import h5py
+
+    chosen = {r["exam_id"] for r in corpus.rows
+              if parts[r["exam_id"]] in wanted and (share >= 1.0 or group_rank(r["group"], "share") < share)}
+    rows = [r for r in corpus.rows if r["exam_id"] in chosen]
+    text = h5py.string_dtype()
+    with h5py.File(out_h5, "w") as dst:
+        tracings = dst.create_dataset("tracings", shape=(0, *_TRACE_SHAPE), maxshape=(None, *_TRACE_SHAPE),
+                                      dtype="float32", chunks=(1, *_TRACE_SHAPE))
+        exam_ids = dst.create_dataset("exam_id", shape=(0,), maxshape=(None,), dtype=text)
+        n = 0
+        for path in corpus.files:
+            with h5py.File(path, "r") as src:
+                ids = [v.decode() if isinstance(v, bytes) else str(v) for v in src["exam_id"][:]]
+                keep = [i for i, e in enumerate(ids) if e in chosen]
+                for start in range(0, len(keep), 256):
+                    block = keep[start:start + 256]
+                    tracings.resize(n + len(block), axis=0)
+                    exam_ids.resize(n + len(block), axis=0)
+                    tracings[n:n + len(block)] = src["tracings"][block]
+                    exam_ids[n:n + len(block)] = [ids[i] for i in block]
+                    n += len(block)
+    return out_h5, write_rows(rows, out_h5.with_suffix(".csv"))

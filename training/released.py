@@ -8,9 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ecg_edge.fetch import RECORDS, home_stage, obtain, publish, source_md5, zip_member
+from ecg_edge.home import HOME_MODEL_NAME as MODEL_FILE
 from ecg_edge.model_info import default_info, info_path
-
-MODEL_FILE = "model.keras"
 
 
 def _member_name(seed: int | None) -> Callable[[str], bool]:
