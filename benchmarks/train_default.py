@@ -94,11 +94,49 @@ def score(args: argparse.Namespace) -> None:
         report["per_source"][source] = {"n": int(mask.sum()),
                                         "scores": score_classes(y[mask], p[mask], CLASSES, thresholds,
                                                                 n_boot=args.bootstrap)}
-    np.savez(args.work / "test-predictions.npz", y=y, p=p, ids=np.array(order), sources=sources)
+    rates = exam_rates(seq)
+    report["rate_rule"] = rate_rule(y, rates, sources, args.bootstrap)
+    np.savez(args.work / "test-predictions.npz", y=y, p=p, ids=np.array(order), sources=sources, rates=rates)
     out = RESULTS / f"default-model-{date.today().isoformat()}"
     out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float))
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
+
+
+RATE_RULES = {"SB < 50 bpm (CODE)": ("SB", lambda bpm: bpm < 50.0), "SB < 60 bpm": ("SB", lambda bpm: bpm < 60.0),
+              "ST > 100 bpm": ("ST", lambda bpm: bpm > 100.0)}
+
+
+def exam_rates(seq) -> np.ndarray:
+    """Each exam's heart rate as `infer` measures it (ecg_edge.measure, rate only), NaN where none."""
+    from ecg_edge.measure import measure
+    from ecg_edge.spec import SAMPLING_RATE_HZ
+
+    rates = []
+    for i in range(len(seq)):
+        for x in seq[i][0]:
+            bpm = measure(x, SAMPLING_RATE_HZ, intervals=False).heart_rate_bpm
+            rates.append(np.nan if bpm is None else bpm)
+    return np.array(rates)
+
+
+def rate_rule(y: np.ndarray, rates: np.ndarray, sources: np.ndarray, n_boot: int) -> dict:
+    """F1 of calling SB or ST from the measured rate alone (no rate: not called), pooled and per source."""
+    from ecg_edge.spec import CLASSES
+    from ecg_edge.training.metrics import bootstrap_ci, threshold_metrics
+
+    out: dict = {}
+    for name, (cls, rule) in RATE_RULES.items():
+        k = CLASSES.index(cls)
+        called = np.where(np.isnan(rates), False, rule(np.nan_to_num(rates)))
+        out[name] = {}
+        for source in ["pooled", *sorted(set(sources))]:
+            mask = np.ones(len(y), bool) if source == "pooled" else sources == source
+            yk, ck = y[mask, k], called[mask].astype(float)
+            f1 = threshold_metrics(yk, ck > 0.5)["f1"]
+            ci = bootstrap_ci(lambda a, b: threshold_metrics(a, b > 0.5)["f1"], yk, ck, n=n_boot)
+            out[name][source] = {"f1": f1, "ci95": list(ci), "positives": int(yk.sum())}
+    return out
 
 
 def mean_auroc(scores: dict) -> float:
@@ -149,6 +187,12 @@ def markdown(report: dict) -> str:
         for c, s in scores.items():
             lines.append(f"| {source} | {n} | {c} | {s['positives']} | {s['threshold']:.3f} | {_cell(s, 'auroc')} | "
                          f"{_cell(s, 'f1')} |")
+    lines += ["", "The rate rule on the same exams (the rate as `infer` measures it; no rate: not called): F1 (95% CI)",
+              "", "| rule | " + " | ".join(report["rate_rule"][next(iter(report["rate_rule"]))]) + " |",
+              "|---|" + "---|" * len(report["rate_rule"][next(iter(report["rate_rule"]))])]
+    for name, per in report["rate_rule"].items():
+        cells = [f"{v['f1']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f})" for v in per.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

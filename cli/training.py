@@ -160,7 +160,8 @@ def evaluate(
     model: Annotated[Path, typer.Argument(help="A .keras/.hdf5 model or an export folder (with --scores: the "
                                                "labels CSV).", readable=False)],
     data: Annotated[list[Path] | None, typer.Argument(help="Recordings in any format, or folders; a labels CSV "
-                                                           "last (WFDB '# Dx:' headers serve without one).",
+                                                           "last (WFDB '# Dx:' headers serve without one); or "
+                                                           "folders each with its own labels.csv.",
                                                       readable=False)] = None,
     backend: Annotated[str, typer.Option(help="For an export folder: auto, ort-cpu, tensorrt, ...")] = "auto",
     precision: Annotated[str, typer.Option(help="For an export folder: fp32, fp16, int8, or several "
@@ -173,6 +174,7 @@ def evaluate(
     bootstrap: BootstrapOption = 200,
 ) -> None:
     """Per-class precision, recall, specificity, F1, AUROC/AUPRC (95% bootstrap CIs), with plots."""
+    from ecg_edge.training.corpus import build_corpus, is_labelled_folder
     from ecg_edge.training.evaluate import evaluate as run_evaluation
     from ecg_edge.training.evaluate import score_probabilities, scores_table, write_comparison, write_report
 
@@ -186,6 +188,11 @@ def evaluate(
         inputs = data[:-1] if labels else data
         if not inputs:
             raise InputError(None, "no data to evaluate on")
+        if labels is None and all(is_labelled_folder(p) for p in inputs):  # FOLDER [FOLDER ...], each labelled
+            from ecg_edge.home import model_home
+
+            corpus = build_corpus(inputs, model_home() / "cache", log=say)
+            inputs, labels = list(corpus.files), corpus.labels_csv
         precisions = split_list(precision)
         if len(precisions) > 1 and not model.is_dir():
             raise InputError(model, "comparing precisions needs an export folder")

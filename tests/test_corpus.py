@@ -168,3 +168,21 @@ def test_folders_of_one_name_are_refused(tmp_path):
     b = _wfdb_folder(tmp_path / "b" / "set", 2)
     with pytest.raises(InputError, match="same name"):
         corpus_rows([a, b])
+
+
+@pytest.mark.slow  # trains one epoch
+def test_train_and_evaluate_on_several_labelled_folders(folders, tmp_path, home):
+    from typer.testing import CliRunner
+
+    from ecg_edge.cli import app
+
+    out = tmp_path / "m.keras"
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", *map(str, folders), "--epochs", "1", "--batch", "4", "--split", "patient",
+                            "--validation-fraction", "0.4", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert list((home / "cache").glob("ptbxl-*.h5")) and list((home / "cache").glob("other-*.h5"))
+    assert "validation exams" in r.output
+    r = runner.invoke(app, ["evaluate", str(out), *map(str, folders), "--bootstrap", "10"])
+    assert r.exit_code == 0, r.output
+    assert all(c in r.output for c in CLASSES)
