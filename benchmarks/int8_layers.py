@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_keras_model(args.model)
     classes = list(loaded.info["classes"])
     thresholds = np.array([loaded.info["thresholds"][c] for c in classes], np.float32)
-    sets = held_out_sets((), args.real, ExportOptions(n_synthetic_validation=0))
+    sets = held_out_sets((), args.real, ExportOptions(n_synthetic_validation=0, min_gate_exams=0))
     n = sets.n_real
     lines = [f"# INT8 layer by layer on real ECGs, {dt.date.today()}", "",
              f"{cpu_model()}; model {args.model}; real exams: calibration {n['calibration']}, choice "

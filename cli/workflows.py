@@ -203,7 +203,7 @@ def random_weight_export(out_dir: Path, for_tensorrt: bool = False,
     # records the empty gate.
     try:
         export_model(load_keras_model(model_path), out_dir / "export", ExportOptions(
-            n_calibration=32, n_synthetic_validation=16, int8_recipes=(Int8Recipe(),),
+            n_calibration=32, n_synthetic_validation=16, min_gate_exams=0, int8_recipes=(Int8Recipe(),),
             min_exam_agreement={}, int8_atol=1.0, for_tensorrt=for_tensorrt), warn=log)
     except ExportGateError as exc:  # what passed is written and benchmarked
         log(f"note: {exc}")

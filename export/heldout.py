@@ -121,11 +121,12 @@ def held_out_sets(
     recipe_idx, gate_idx = sorted(order[0::2]), sorted(order[1::2])
     n_cal_real = sum(len(p) for p in cal_parts)
     n_cal_synth = max(0, options.n_calibration - n_cal_real)
-    n_synth = options.n_synthetic_validation
+    n_synth_recipe, n_synth = (max(options.n_synthetic_validation, options.min_gate_exams - len(idx))
+                               for idx in (recipe_idx, gate_idx))
     seeds = SYNTHETIC_SEEDS
     sets = HeldOut(
         calibration=np.concatenate(cal_parts + [_synthetic(n_cal_synth, seed=seeds["calibration"])]),
-        recipe_set=np.concatenate([real_x[recipe_idx], _synthetic(n_synth, seed=seeds["recipe_set"])]),
+        recipe_set=np.concatenate([real_x[recipe_idx], _synthetic(n_synth_recipe, seed=seeds["recipe_set"])]),
         gate=np.concatenate([real_x[gate_idx], _synthetic(n_synth, seed=seeds["gate"])]),
         n_real={"calibration": n_cal_real, "choice": len(recipe_idx), "gate": len(gate_idx)},
         summary={},
@@ -138,7 +139,7 @@ def held_out_sets(
                         "p99_abs_mv": float(np.percentile(np.abs(cal), 99))},
         "validation": {"source": [str(p) for p in validation], "limit": options.validation_limit,
                        "read": len(keys) + overlap, "dropped_as_calibration": overlap,
-                       "choice": {"real": len(recipe_idx), "synthetic": n_synth,
+                       "choice": {"real": len(recipe_idx), "synthetic": n_synth_recipe,
                                   "synthetic_seed": seeds["recipe_set"]},
                        "gate": {"real": len(gate_idx), "synthetic": n_synth, "synthetic_seed": seeds["gate"]},
                        "split": "by sha256 of file name#exam id; calibration, choice and gate are disjoint"},

@@ -175,7 +175,7 @@ def test_held_out_split_ignores_folder_and_order(tmp_path):
 
     x = np.random.default_rng(0).normal(0, 0.1, size=(30, 4096, 12)).astype(np.float32)
     h5 = write_code_hdf5(tmp_path / "e.h5", x, exam_ids=np.arange(30))
-    options = ExportOptions(n_calibration=8, n_synthetic_validation=0)
+    options = ExportOptions(n_calibration=8, n_synthetic_validation=0, min_gate_exams=0)
     a = held_out_sets((), [h5], options)
     relative = os.path.relpath(h5, os.getcwd())
     b = held_out_sets((), [relative], options)
@@ -196,6 +196,25 @@ def test_names_that_moved_still_import_from_the_pipeline_with_a_warning():
         with pytest.warns(DeprecationWarning, match=f"pipeline.{name} moved"):
             moved = getattr(pipeline, name)
         assert moved is getattr(importlib.import_module(module.__name__), name)
+
+
+def test_synthetic_ecgs_fill_the_gate_up_to_its_minimum(tmp_path):
+    """Few real exams: synthetic ones fill the recipe and gate sets up to `min_gate_exams`, so that a
+    file's verdict does not hang on one or two flips; many real exams: the usual synthetic share only."""
+    import numpy as np
+    from conftest import write_code_hdf5
+
+    from ecg_edge.export.heldout import held_out_sets
+    from ecg_edge.export.options import ExportOptions
+
+    x = np.random.default_rng(0).normal(0, 0.1, size=(30, 4096, 12)).astype(np.float32)
+    h5 = write_code_hdf5(tmp_path / "e.h5", x, exam_ids=np.arange(30))
+    sets = held_out_sets((), [h5], ExportOptions(n_calibration=8, n_synthetic_validation=4, min_gate_exams=60))
+    assert sets.n_real == {"calibration": 8, "choice": 11, "gate": 11}
+    assert len(sets.gate) == len(sets.recipe_set) == 60
+    assert sets.summary["validation"]["gate"]["synthetic"] == 49
+    sets = held_out_sets((), [h5], ExportOptions(n_calibration=8, n_synthetic_validation=4, min_gate_exams=10))
+    assert len(sets.gate) == 11 + 4
 
 
 def test_held_out_choice_is_the_recipe_set_under_its_old_name():
