@@ -38,6 +38,8 @@ MAX_HDF5_EXPANSION = 64
 # LZF); any other id would make HDF5 search its plugin folders for code to load.
 HDF5_BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 MAX_EXAM_ID_CHARS = 256
+# numpy's own default for an .npy header (a 2-D array's is under 128 bytes).
+MAX_NPY_HEADER_BYTES = 10_000
 
 _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
@@ -104,7 +106,7 @@ def named_file(path: str | Path, folder: Path, name: str, what: str) -> Path:
     return candidate
 
 
-def number(path: str | Path, value: Any, what: str) -> float:
+def number(path: str | Path | None, value: Any, what: str) -> float:
     """A number a file declares, as a finite float; anything else an InputError naming it."""
     try:
         result = float(value)
@@ -115,17 +117,18 @@ def number(path: str | Path, value: Any, what: str) -> float:
     return result
 
 
-def check_rate(path: str | Path, fs: Any, what: str = "sampling rate") -> float:
+def check_rate(path: str | Path | None, fs: Any, what: str = "sampling rate") -> float:
     """A declared sampling rate, within MIN_RATE_HZ..MAX_RATE_HZ."""
     rate = number(path, fs, what)
     if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise InputError(path, f"{what} {rate:g} Hz is outside {MIN_RATE_HZ:g}-{MAX_RATE_HZ:,.0f} Hz")
+        raise InputError(path, f"invalid {what} {rate:g} Hz: recordings are read at {MIN_RATE_HZ:g} to "
+                               f"{MAX_RATE_HZ:,.0f} Hz")
     return rate
 
 
 def check_channels(path: str | Path, channels: int) -> None:
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise InputError(path, f"{channels} channels: a recording has 1 to {MAX_CHANNELS}")
+    if channels > MAX_CHANNELS:
+        raise InputError(path, f"{channels:,} channels: a recording is read with up to {MAX_CHANNELS}")
 
 
 def check_extent(path: str | Path, samples: float, channels: int, fs: float) -> None:

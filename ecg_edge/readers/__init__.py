@@ -145,6 +145,9 @@ def read_recording(
         raise
     except OSError as exc:  # permissions, a file that vanished or is cut short while reading
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    except (ArithmeticError, AttributeError, LookupError, MemoryError, RecursionError, TypeError, ValueError) as exc:
+        # a file that passed the readers' checks and still breaks a parser: the file's fault, not the program's
+        raise InputError(path, f"cannot be read ({exc.__class__.__name__}: {exc})") from None
 
 
 def is_hdf5(path: Path) -> bool:

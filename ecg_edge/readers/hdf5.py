@@ -41,6 +41,11 @@ def _check_hdf5(path: Path):  # -> h5py.Dataset, h5py.Dataset | None, h5py.File
         problem = _layout_problem(tracings, exam_ids)
         if problem is not None:
             raise InputError(path, problem)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:  # HDF5's errors on a damaged file
+        f.close()
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(path, f"damaged HDF5 file ({exc.__class__.__name__}: {exc})") from None
     except BaseException:
         f.close()
         raise
