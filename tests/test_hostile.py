@@ -148,3 +148,72 @@ def test_a_failed_report_leaves_no_sheets(corpus, tmp_path, export):
     result = run("report", good, bad, "--model", export, "--batch", "1", "--out", report)
     assert refusal(result, bad) is None
     assert [p.name for p in report.rglob("*")] == ["mine.txt"]
+
+
+# --- the server's side: request bodies and tensors ------------------------------------------------------
+
+def _uploads(path: Path) -> list:
+    """A corpus case as a client would post it: one file, or a WFDB header with the files beside it."""
+    from ecg_edge.serve.bodies import Upload
+
+    files = [path]
+    if path.suffix == ".hea" and path.is_file():
+        files += [p for p in path.parent.glob(f"{path.stem}.*") if p != path and p.is_file()]
+    return [Upload(p.name, p.read_bytes()) for p in files if p.is_file()]
+
+
+def test_served_bodies_refuse_every_case_without_naming_a_server_path(corpus):
+    from ecg_edge.exams import ReadOptions
+    from ecg_edge.serve.bodies import BodyError, read_uploads
+
+    problems = {}
+    for name, (path, options) in corpus.items():
+        uploads = _uploads(path)
+        if not uploads:  # a FIFO: a client sends bytes, never one
+            continue
+        fs = float(options[1]) if options else None
+        try:
+            with deadline(HANG_S):
+                read_uploads(uploads, ReadOptions(fs=fs, leads=options[3].split(",") if options else None))
+            problems[name] = "accepted"
+        except BodyError as exc:
+            message = str(exc)
+            if not 400 <= exc.status < 500 or "/tmp" in message or str(path.parent) in message or "\n" in message:
+                problems[name] = f"{exc.status} {message}"
+        except Exception as exc:  # noqa: BLE001 - anything else would be a 500
+            problems[name] = repr(exc)
+    assert problems == {}
+
+
+def test_a_header_without_its_signal_file_names_no_server_folder(tmp_path):
+    from ecg_edge.exams import ReadOptions
+    from ecg_edge.serve.bodies import BodyError, Upload, read_uploads
+
+    for named in ("HR06000.mat", ".", "~"):
+        header = "HR06000 12 500 5000\n" + "".join(f"{named} 16 1000/mV 16 0 0 0 0 L{k}\n" for k in range(12))
+        with pytest.raises(BodyError) as info:
+            read_uploads([Upload("HR06000.hea", header.encode())], ReadOptions())
+        assert info.value.status == 400 and "/tmp" not in str(info.value) and "ecg-edge-serve" not in str(info.value)
+
+
+@pytest.mark.parametrize(("body", "length"), [
+    (b'{"inputs": []}', "\u00b2"), (b'{"inputs": []}', "\u0663"), (b'{"inputs": []}', "-1"),
+    (b'{"parameters": [1], "inputs": [{"name": "signal", "datatype": "FP32", "shape": [1, 4096, 12], '
+     b'"data": []}]}', None),
+    (b'{"inputs": [{"name": "signal", "datatype": "FP32", "shape": [1, 4096, 12], "parameters": [1], '
+     b'"data": []}]}', None),
+    (b'{"inputs": [{"name": "signal", "datatype": "FP32", "shape": [1, 4096, 12], "parameters": '
+     b'{"binary_data_size": "x"}}]}', None),
+    (b"[" * 100_000, None), (b'{"inputs": [{"name": "signal", "datatype": "FP32", "shape": [1, 4096, 12], "data": '
+                            + b"[" * 100_000 + b"]}]}", None),
+    (b'{"outputs": 7, "inputs": [{"name": "signal", "datatype": "FP32", "shape": [1, 4096, 12], "data": '
+     + b"[" + b",".join([b"0"] * 4096 * 12) + b"]}]}", None),
+], ids=["superscript-two", "arabic-three", "negative", "request-parameters", "tensor-parameters", "size-type",
+        "nested", "nested-data", "outputs-type"])
+def test_v2_requests_clients_can_send_are_400_never_500(body, length):
+    from ecg_edge.serve import kserve
+    from ecg_edge.serve.bodies import BodyError
+
+    with pytest.raises(BodyError) as info:
+        kserve.parse_infer(body, length, "abnormalities")
+    assert info.value.status == 400
