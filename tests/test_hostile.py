@@ -217,3 +217,121 @@ def test_v2_requests_clients_can_send_are_400_never_500(body, length):
     with pytest.raises(BodyError) as info:
         kserve.parse_infer(body, length, "abnormalities")
     assert info.value.status == 400
+
+
+# --- a real server (slow: Ray Serve in its own process) -----------------------------------------------
+
+def _listeners(session: int) -> list[tuple[str, str]]:
+    """(local address, process name) of every TCP socket listening in processes of the `session`."""
+    import re
+    import subprocess
+
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in listening.splitlines():
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session:  # the session id
+                found.append((line.split()[3], name))
+    return found
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "[::1]", "[::ffff:127.0.0.1]")
+
+
+# Ray 2.60 binds one listener of each replica to every interface with no setting to change it: the
+# inter-deployment gRPC server (`add_port_to_grpc_server(self._server, "[::]:0")` in
+# ray/serve/_private/replica.py), behind Ray's token authentication. README, "serve", says so.
+RAY_WILDCARD = "ray::ServeRepli"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("proxy", ["ray", "haproxy"])
+def test_a_local_server_listens_on_loopback_only(proxy, tmp_path):
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ecg-edge[serve]')")
+    from test_serve import Server
+
+    from ecg_edge.serve.proxy import haproxy_program
+
+    if proxy == "haproxy" and haproxy_program() is None:
+        pytest.skip("no HAProxy program (ray[serve] brings one on Linux)")
+    server = Server(tiny_export(tmp_path / "export"), tmp_path, "--proxy", proxy)
+    try:
+        listeners = _listeners(server.process.pid)
+    finally:
+        server.stop()
+    names = {name for _, name in listeners}
+    assert {"gcs_server", "raylet"} <= names and (proxy != "haproxy" or "haproxy" in names), listeners
+    assert [(a, n) for a, n in listeners if not _loopback(a) and n != RAY_WILDCARD] == []
+    assert sum(1 for a, n in listeners if not _loopback(a)) <= 1  # that one gRPC server, per replica
+
+
+@pytest.mark.slow
+def test_hostile_posts_between_good_ones_are_4xx_and_the_server_still_answers(corpus, tmp_path):
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ecg-edge[serve]')")
+    import json
+
+    from test_serve import Server, _multipart, _post
+
+    good = escape_id_file(tmp_path / "good.h5").read_bytes()
+    server = Server(tiny_export(tmp_path / "export"), tmp_path)
+    try:
+        answers = []
+        for name, (path, options) in corpus.items():
+            uploads = _uploads(path)
+            if not uploads:
+                continue
+            query = f"&fs={options[1]}&leads={options[3]}" if options else ""
+            if len(uploads) == 1:
+                status, body = _post(f"{server.url}/v1/ecg?name={uploads[0].name}{query}", uploads[0].data)
+            else:
+                data, headers = _multipart(uploads)
+                status, body = _post(f"{server.url}/v1/ecg?{query[1:]}", data, headers)
+            answers.append((name, status, body))
+            answers.append(("good", *_post(f"{server.url}/v1/ecg?name=good.h5", good)))
+        v2 = f"{server.url}/v2/models/ecg/infer"
+        for name, data, headers in [
+                ("header length", b'{"inputs": []}', {"Inference-Header-Content-Length": "\u00b2".encode().decode(
+                    "latin-1")}),
+                ("parameters", b'{"parameters": [1], "inputs": []}', {}),
+                ("nested", b"[" * 100_000, {})]:
+            answers.append((name, *_post(v2, data, headers)))
+            answers.append(("good", *_post(f"{server.url}/v1/ecg?name=good.h5", good)))
+    finally:
+        assert server.stop() == 0
+    wrong = []
+    for name, status, body in answers:
+        if name == "good":
+            if status != 200 or json.loads(body)["exams"][0]["exam_id"] != "\x1b]0;pwned\x07\x1b[2Jid\nsecond line":
+                wrong.append((name, status, body[:200]))
+            continue
+        text = body.decode(errors="replace")
+        if not 400 <= status < 500 or "/tmp" in text or "Traceback" in text or MARKER.decode() in text:
+            wrong.append((name, status, text[:200]))
+    assert wrong == []
+
+
+def test_haproxy_binds_its_stats_and_metrics_on_loopback(tmp_path):
+    """The program Ray starts as HAProxy rewrites Ray's `bind *:PORT` and `bind :PORT`, and nothing else."""
+    import subprocess
+    import sys
+
+    from ecg_edge.serve.proxy import loopback_wrapper
+
+    config = tmp_path / "node" / "haproxy.cfg"
+    config.parent.mkdir()
+    config.write_text("frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
+                      "listen stats\n  bind *:8404\n")
+    echo = tmp_path / "echo.py"
+    echo.write_text(f"#!{sys.executable}\nimport sys\nprint(' '.join(sys.argv[1:]))\n")
+    echo.chmod(0o700)
+    done = subprocess.run([loopback_wrapper(tmp_path, str(echo)), "-db", "-f", str(config)], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == f"-db -f {config}"
+    assert config.read_text() == ("frontend prometheus\n    bind 127.0.0.1:9101\nfrontend http_frontend\n"
+                                  "    bind 127.0.0.1:8000\nlisten stats\n  bind 127.0.0.1:8404\n")

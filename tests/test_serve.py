@@ -419,9 +419,10 @@ def test_proxy_choices_are_checked_before_anything_starts(monkeypatch, tmp_path)
         check_proxy("haproxy", None)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "1234")
     with proxy_environment("haproxy") as note:
-        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and note and "every interface" in note
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and note and "listen on 127.0.0.1" in note
         folder = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
         assert folder.is_dir() and os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] != "1234"
+        assert os.environ["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] != "8500"
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ and not folder.exists()
     assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "1234"  # what was there before comes back
     with proxy_environment("ray") as note:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,47 @@ def haproxy_environment(folder: Path, stats_port: int, metrics_port: int) -> dic
     }
 
 
+# Ray 2.60's HAProxy template binds the stats page and the metrics on every interface (`bind *:PORT`,
+# `bind :PORT`) with no setting to change it: Ray starts HAProxy through this program instead, which
+# puts those two on loopback in the configuration Ray wrote, then runs the real HAProxy.
+LOOPBACK_WRAPPER = """#!{python} -I
+import os, re, sys
+from pathlib import Path
+args = sys.argv[1:]
+config = Path(args[args.index("-f") + 1])
+text = config.read_text()
+loopback = re.sub(r"(?m)^([ \\t]*bind )\\*?:(\\d+)[ \\t]*$", r"\\g<1>127.0.0.1:\\2", text)
+if loopback != text:
+    config.write_text(loopback)
+os.execv({program!r}, [{program!r}, *args])
+"""
+
+
+def loopback_wrapper(folder: Path, program: str) -> Path:
+    """The program Ray starts as HAProxy (`-f CONFIG ...`): binds its stats and metrics on 127.0.0.1 in
+    CONFIG, then runs `program`."""
+    wrapper = folder / "haproxy"
+    wrapper.write_text(LOOPBACK_WRAPPER.format(python=sys.executable, program=program))
+    wrapper.chmod(0o700)
+    return wrapper
+
+
+@contextlib.contextmanager
+def scoped_environment(variables: dict[str, str]) -> Iterator[None]:
+    """`variables` set within, what was there before back afterwards (Ray reads its settings from the
+    environment it starts in; its processes keep them)."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @contextlib.contextmanager
 def proxy_environment(proxy: str) -> Iterator[str | None]:
     """Within: the environment Ray must start in for `proxy`, and a line for the user (None for Ray's
@@ -82,22 +124,21 @@ def proxy_environment(proxy: str) -> Iterator[str | None]:
         return
     # short: Ray puts a 56-character node id under it, and HAProxy takes socket paths of 97 at most
     folder = Path(tempfile.mkdtemp(prefix="ecg-haproxy-", dir="/tmp"))
-    stats, metrics = free_port(), free_port()
+    stats, metrics, fallback = free_port(), free_port(), free_port()
     variables = haproxy_environment(folder, stats, metrics)
+    program = haproxy_program()
+    if program is not None:
+        variables["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(loopback_wrapper(folder, program))
+    # Ray's own proxy stays up as HAProxy's backup route (on the server's host, port 8500 by default)
+    variables["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(fallback)
     # Ray keeps a leaving direct-ingress replica 30 s for external load balancers to notice; this
     # HAProxy is Ray's own, updated within a second, so stopping need not wait that long
     if "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S" not in os.environ:
         variables["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "2"
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
     try:
-        # HAProxy's template binds these two on every interface: say so, so that they can be firewalled
-        yield (f"HAProxy routes requests to the replicas; its stats page (port {stats}) and Prometheus metrics "
-               f"(port {metrics}) listen on every interface")
+        with scoped_environment(variables):
+            yield (f"HAProxy routes requests to the replicas; its stats page (port {stats}) and Prometheus metrics "
+                   f"(port {metrics}) listen on 127.0.0.1, Ray's own proxy (HAProxy's backup route) on the "
+                   f"server's host, port {fallback}")
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         shutil.rmtree(folder, ignore_errors=True)
