@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hostile import AECG as AECG_FILE
 from hostile import MARKER, escape_id_file, write_corpus
+from hostile import MUSE as MUSE_FILE
 from test_infer import tiny_export
 from typer.testing import CliRunner
 
@@ -335,3 +337,123 @@ def test_haproxy_binds_its_stats_and_metrics_on_loopback(tmp_path):
     assert done.stdout.strip() == f"-db -f {config}"
     assert config.read_text() == ("frontend prometheus\n    bind 127.0.0.1:9101\nfrontend http_frontend\n"
                                   "    bind 127.0.0.1:8000\nlisten stats\n  bind 127.0.0.1:8404\n")
+
+
+# --- fuzzing the header parsers (slow) ------------------------------------------------------------------
+
+def _fuzz_numbers():
+    from hypothesis import strategies as st
+
+    return st.one_of(st.integers(-(10**20), 10**20).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                     st.sampled_from(["0", "-0", "1e-320", "1e308", "abc", "", "²", "٣", "0x10", "1_000"]),
+                     st.text(max_size=12))
+
+
+def _read_or_refuse(path: Path, **options) -> None:
+    """Reading `path` gives a recording or an InputError, at once; anything else fails the fuzzing."""
+    from ecg_edge import InputError, read_recording
+
+    with deadline(HANG_S):
+        try:
+            read_recording(path, **options)
+        except InputError as exc:
+            assert "\n" not in str(exc) and len(str(exc)) <= 300
+
+
+@pytest.mark.slow
+def test_fuzz_wfdb_headers(tmp_path_factory):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    numbers = _fuzz_numbers()
+    fmt = st.one_of(st.sampled_from(["16", "212", "80", "516", "16x4", "16x40000000", "16x0", "24:8", "8x-1"]),
+                    numbers)
+    tokens = st.lists(st.one_of(numbers, fmt), min_size=0, max_size=9)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(first=st.lists(numbers, max_size=3), lines=st.lists(st.tuples(fmt, tokens), max_size=14),
+           signal=st.binary(max_size=512))
+    def check(first, lines, signal):
+        folder = tmp_path_factory.mktemp("wfdb")
+        text = " ".join(["r", *first]) + "\n" + "".join(f"r.dat {f} {' '.join(rest)}\n" for f, rest in lines)
+        (folder / "r.hea").write_text(text)
+        (folder / "r.dat").write_bytes(signal)
+        _read_or_refuse(folder / "r.hea")
+
+    check()
+
+
+@pytest.mark.slow
+def test_fuzz_npy_headers(tmp_path_factory):
+    import numpy as np
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    descr = st.sampled_from(["<f8", "<f4", "<i2", ">i4", "|u1", "<c16", "<M8[s]", "<U3", "|O", "|V8", "|b1", "<f2"])
+    shape = st.lists(st.integers(-5, 10**13), max_size=4).map(tuple)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(descr=descr, shape=shape, fortran=st.booleans(), payload=st.integers(0, 4096),
+           fs=st.floats(allow_nan=True, allow_infinity=True), leads=st.sampled_from([["I", "II"], ["I"], ["x"] * 3]))
+    def check(descr, shape, fortran, payload, fs, leads):
+        path = tmp_path_factory.mktemp("npy") / "a.npy"
+        with open(path, "wb") as f:
+            header = {"descr": descr, "fortran_order": fortran, "shape": shape}
+            np.lib.format.write_array_header_1_0(f, header)
+            f.write(b"\1" * payload)
+        _read_or_refuse(path, fs=fs, leads=leads)
+
+    check()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MUSE_FILE.exists(), reason="../shared/data/formats not present")
+def test_fuzz_xml_numbers(tmp_path_factory):
+    import re
+
+    from hypothesis import HealthCheck, given, settings
+
+    numbers = _fuzz_numbers()
+    muse, aecg = MUSE_FILE.read_text(encoding="latin-1"), AECG_FILE.read_text()
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(base=numbers, exponent=numbers, upb=numbers, increment=numbers)
+    def check(base, exponent, upb, increment):
+        from xml.sax.saxutils import escape
+
+        folder = tmp_path_factory.mktemp("xml")
+        text = re.sub(r"(<WaveformType>Rhythm</WaveformType>.*?<SampleBase>)500(</SampleBase>)",
+                      lambda m: f"{m[1]}{escape(base)}{m[2]}<SampleExponent>{escape(exponent)}</SampleExponent>",
+                      muse, count=1, flags=re.S)
+        text = text.replace("<LeadAmplitudeUnitsPerBit>4.88</LeadAmplitudeUnitsPerBit>",
+                            f"<LeadAmplitudeUnitsPerBit>{escape(upb)}</LeadAmplitudeUnitsPerBit>", 1)
+        (folder / "m.xml").write_text(text, encoding="latin-1", errors="replace")
+        _read_or_refuse(folder / "m.xml")
+        value = escape(increment, {'"': "&quot;"})
+        (folder / "a.xml").write_text(aecg.replace('<increment value="0.002"', f'<increment value="{value}"', 1))
+        _read_or_refuse(folder / "a.xml")
+
+    check()
+
+
+# What a process reading the whole corpus may hold at its peak: the libraries (~0.3 GB here) and one
+# recording; the files as main read them took 2-6 GB each (issue 34).
+MAX_RSS_BYTES = 1 << 30
+
+
+def test_the_whole_corpus_is_read_in_bounded_memory(corpus, tmp_path):
+    import subprocess
+    import sys
+
+    good = escape_id_file(tmp_path / "good.h5")
+    files = [str(path) for path, options in corpus.values() if not options]
+    child = ("import resource, sys\nfrom ecg_edge.cli import app\n"
+             "try:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\n"
+             "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", child, "convert", *files, str(good), "--keep-going",
+                           str(tmp_path / "out.h5")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("skipped: ") == len(files)
+    peak = int(done.stderr.rsplit("maxrss ", 1)[1].split()[0])
+    assert peak < MAX_RSS_BYTES, f"peak {peak / 2**20:.0f} MiB"
