@@ -37,6 +37,8 @@ MAX_HDF5_EXPANSION = 64
 # HDF5 filters built into the library and h5py (deflate, shuffle, fletcher32, szip, nbit, scaleoffset,
 # LZF); any other id would make HDF5 search its plugin folders for code to load.
 HDF5_BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+# HDF5 decodes a compressed chunk whole to read any part of it: a chunk is at most this.
+MAX_HDF5_CHUNK_BYTES = 128 * 2**20
 MAX_EXAM_ID_CHARS = 256
 # numpy's own default for an .npy header (a 2-D array's is under 128 bytes).
 MAX_NPY_HEADER_BYTES = 10_000
@@ -186,6 +188,11 @@ def check_hdf5_dataset(path: str | Path, name: str, dataset: Any) -> None:
         code = plist.get_filter(i)[0]
         if code not in HDF5_BUILTIN_FILTERS:
             raise InputError(path, f"'{name}' needs HDF5 filter {code}, not a built-in one (plugins are not loaded)")
+    if plist.get_layout() == h5d.CHUNKED:
+        chunk = math.prod(plist.get_chunk()) * dataset.dtype.itemsize
+        if chunk > MAX_HDF5_CHUNK_BYTES:
+            raise InputError(path, f"'{name}' is stored in chunks of {chunk:,} bytes: at most "
+                                   f"{MAX_HDF5_CHUNK_BYTES // 2**20} MiB are read at once")
     if dataset.dtype.kind == "O" or dataset.size == 0:
         return  # variable-length strings: their bytes live in the file's heap, checked as they are read
     stored = dataset.id.get_storage_size()

@@ -78,6 +78,9 @@ def hdf5_cases(folder: Path) -> dict[str, Path]:
     def many(f):
         f.create_dataset("tracings", shape=(10**8, *SHAPE), dtype="f4", chunks=(1, *SHAPE))
 
+    def big_chunk(f):  # HDF5 decodes a chunk whole: one of 800 exams is 157 MB
+        f.create_dataset("tracings", shape=(800, *SHAPE), dtype="f4", chunks=(800, *SHAPE), compression="gzip")
+
     def long_id(f):
         f.create_dataset("tracings", data=np.zeros((1, *SHAPE), "f4"))
         f.create_dataset("exam_id", data=["x" * 1_000_000], dtype=h5py.string_dtype())
@@ -91,7 +94,8 @@ def hdf5_cases(folder: Path) -> dict[str, Path]:
         f.create_dataset("exam_id", shape=(1,), dtype="S8", external=[(str(secret), 0, 8)])
 
     builders = {"external": external, "virtual": virtual, "soft-self": soft_self, "soft-other": soft_other,
-                "plugin": plugin, "fill": fill, "many": many, "long-id": long_id, "record-id": record_id,
+                "plugin": plugin, "fill": fill, "many": many, "big-chunk": big_chunk, "long-id": long_id,
+                "record-id": record_id,
                 "external-ids": external_ids,
                 "external-link": lambda f: f.__setitem__("tracings", h5py.ExternalLink(str(target), "/tracings"))}
     return {f"hdf5 {name}": _h5(folder / f"{name}.h5", build) for name, build in builders.items()}

@@ -80,6 +80,18 @@ def test_convert_refuses_every_case_and_writes_nothing(corpus, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_hdf5_refusals_say_why(corpus):
+    from ecg_edge import InputError, iter_recordings
+
+    why = {"external": "external files", "virtual": "virtual dataset", "soft-self": "soft link",
+           "soft-other": "soft link", "plugin": "filter 32004", "fill": "declares", "many": "declares",
+           "big-chunk": "chunks of", "external-link": "external link", "long-id": "exam_id of",
+           "record-id": "'exam_id' has dtype", "external-ids": "'exam_id' keeps its data in external files"}
+    for case, words in why.items():
+        with pytest.raises(InputError, match=words):
+            list(iter_recordings(corpus[f"hdf5 {case}"][0]))
+
+
 def test_evaluate_refuses_every_file(corpus, export, tmp_path):
     pytest.importorskip("keras")
     labels = tmp_path / "labels.csv"
