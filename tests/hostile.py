@@ -93,12 +93,20 @@ def hdf5_cases(folder: Path) -> dict[str, Path]:
         f.create_dataset("tracings", data=np.zeros((1, *SHAPE), "f4"))
         f.create_dataset("exam_id", shape=(1,), dtype="S8", external=[(str(secret), 0, 8)])
 
-    builders = {"external": external, "virtual": virtual, "soft-self": soft_self, "soft-other": soft_other,
+    fifo = folder / "pipe.bin"
+    os.mkfifo(fifo)
+
+    def external_fifo(f):
+        f.create_dataset("tracings", shape=(1, *SHAPE), dtype="f4", external=[(str(fifo), 0, 4096 * 12 * 4)])
+
+    builders = {"external": external, "external-fifo": external_fifo, "virtual": virtual, "soft-self": soft_self, "soft-other": soft_other,
                 "plugin": plugin, "fill": fill, "many": many, "big-chunk": big_chunk, "long-id": long_id,
                 "record-id": record_id,
                 "external-ids": external_ids,
                 "external-link": lambda f: f.__setitem__("tracings", h5py.ExternalLink(str(target), "/tracings"))}
-    return {f"hdf5 {name}": _h5(folder / f"{name}.h5", build) for name, build in builders.items()}
+    cases = {f"hdf5 {name}": _h5(folder / f"{name}.h5", build) for name, build in builders.items()}
+    os.mkfifo(folder / "fifo.h5")
+    return {**cases, "hdf5 fifo": folder / "fifo.h5"}
 
 
 def escape_id_file(path: Path) -> Path:
