@@ -99,7 +99,8 @@ def hdf5_cases(folder: Path) -> dict[str, Path]:
     def external_fifo(f):
         f.create_dataset("tracings", shape=(1, *SHAPE), dtype="f4", external=[(str(fifo), 0, 4096 * 12 * 4)])
 
-    builders = {"external": external, "external-fifo": external_fifo, "virtual": virtual, "soft-self": soft_self, "soft-other": soft_other,
+    builders = {"external": external, "external-fifo": external_fifo, "virtual": virtual, "soft-self": soft_self,
+                "soft-other": soft_other,
                 "plugin": plugin, "fill": fill, "many": many, "big-chunk": big_chunk, "long-id": long_id,
                 "record-id": record_id,
                 "external-ids": external_ids,
