@@ -28,7 +28,7 @@ def read_edf(path: Path) -> Recording:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            edf = edfio.read_edf(path, lazy_load_data=True)  # the header first: samples once it is checked
+            edf = edfio.read_edf(path)
         cut = [str(w.message) for w in caught if any(t in str(w.message) for t in _TRUNCATION_WARNINGS)]
         if cut:
             raise InputError(path, f"EDF file is truncated ({cut[0]})")
