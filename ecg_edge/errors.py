@@ -8,8 +8,8 @@ import unicodedata
 from pathlib import Path
 
 # An error is one line of at most this many characters, whatever a file or its name holds.
-MAX_LINE_CHARS = 300
-MAX_PATH_CHARS = 120
+MAX_LINE_CHARS = 360
+MAX_PATH_CHARS = 160
 
 
 def one_line(text: str, limit: int = MAX_LINE_CHARS) -> str:

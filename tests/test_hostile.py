@@ -17,6 +17,7 @@ from test_infer import tiny_export
 from typer.testing import CliRunner
 
 from ecg_edge.cli import app
+from ecg_edge.errors import MAX_LINE_CHARS
 
 # Generous: every case takes well under a second; a case past this hangs (a FIFO opened, a bomb decoded).
 HANG_S = 60
@@ -60,7 +61,7 @@ def refusal(result, path: Path) -> str | None:
     errors = [line for line in result.output.splitlines() if line.startswith("error")]
     if result.exit_code != 2 or len(errors) != 1:
         return f"exit {result.exit_code}: {result.output[-300:]!r} {result.exception!r}"
-    if path.name not in errors[0] or len(errors[0]) > 400:
+    if path.name not in errors[0] or len(errors[0]) > len("error: ") + MAX_LINE_CHARS:
         return f"line {errors[0]!r}"
     if "Traceback" in result.output or MARKER.decode() in result.output:
         return f"output {result.output[-300:]!r}"
@@ -369,7 +370,7 @@ def _read_or_refuse(path: Path, **options) -> None:
         try:
             read_recording(path, **options)
         except InputError as exc:
-            assert "\n" not in str(exc) and len(str(exc)) <= 300
+            assert "\n" not in str(exc) and len(str(exc)) <= MAX_LINE_CHARS
 
 
 @pytest.mark.slow
@@ -469,3 +470,13 @@ def test_the_whole_corpus_is_read_in_bounded_memory(corpus, tmp_path):
     assert done.stderr.count("skipped: ") == len(files)
     peak = int(done.stderr.rsplit("maxrss ", 1)[1].split()[0])
     assert peak < MAX_RSS_BYTES, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_one_line_escapes_and_cuts_the_middle():
+    from ecg_edge.errors import InputError, one_line
+
+    assert one_line("a\nb\x1b[2J\u202ec\x07") == "a\\nb\\x1b[2J\\u202ec\\x07"
+    long = one_line("/" + "d" * 1000 + "/name.h5", 100)
+    assert len(long) == 100 and long.endswith("/name.h5") and "..." in long
+    error = InputError("x" * 5000 + "/f.h5", "bad\n" * 5000)
+    assert len(str(error)) <= MAX_LINE_CHARS and "\n" not in str(error) and "f.h5: bad" in str(error)
