@@ -266,8 +266,9 @@ RAY_WILDCARD = "ray::ServeRepli"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("proxy", ["ray", "haproxy"])
-def test_a_local_server_listens_on_loopback_only(proxy, tmp_path):
+@pytest.mark.parametrize(("proxy", "host"), [("ray", "127.0.0.1"), ("haproxy", "127.0.0.1"), ("haproxy", "0.0.0.0")])
+def test_a_local_server_listens_on_loopback_only(proxy, host, tmp_path):
+    """Everything on loopback but the API where it is exposed on purpose (and Ray's one, RAY_WILDCARD)."""
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'ecg-edge[serve]')")
     from test_serve import Server
 
@@ -275,15 +276,16 @@ def test_a_local_server_listens_on_loopback_only(proxy, tmp_path):
 
     if proxy == "haproxy" and haproxy_program() is None:
         pytest.skip("no HAProxy program (ray[serve] brings one on Linux)")
-    server = Server(tiny_export(tmp_path / "export"), tmp_path, "--proxy", proxy)
+    server = Server(tiny_export(tmp_path / "export"), tmp_path, "--proxy", proxy, "--host", host)
     try:
         listeners = _listeners(server.process.pid)
     finally:
         server.stop()
     names = {name for _, name in listeners}
     assert {"gcs_server", "raylet"} <= names and (proxy != "haproxy" or "haproxy" in names), listeners
-    assert [(a, n) for a, n in listeners if not _loopback(a) and n != RAY_WILDCARD] == []
-    assert sum(1 for a, n in listeners if not _loopback(a)) <= 1  # that one gRPC server, per replica
+    exposed = [(a, n) for a, n in listeners if not _loopback(a) and n != RAY_WILDCARD]
+    assert exposed == ([] if host == "127.0.0.1" else [(f"{host}:{server.port}", "haproxy")])
+    assert sum(1 for a, n in listeners if n == RAY_WILDCARD and not _loopback(a)) <= 1  # one gRPC server a replica
 
 
 @pytest.mark.slow
@@ -331,25 +333,30 @@ def test_hostile_posts_between_good_ones_are_4xx_and_the_server_still_answers(co
     assert wrong == []
 
 
-def test_haproxy_binds_its_stats_and_metrics_on_loopback(tmp_path):
-    """The program Ray starts as HAProxy rewrites Ray's `bind *:PORT` and `bind :PORT`, and nothing else."""
+def test_haproxy_binds_its_stats_and_metrics_on_loopback_and_the_api_where_asked(tmp_path):
+    """The program Ray starts as HAProxy rewrites the bind lines of Ray's template it was given, and nothing else."""
     import subprocess
     import sys
 
-    from ecg_edge.serve.proxy import loopback_wrapper
+    from ecg_edge.serve.proxy import haproxy_binds, haproxy_wrapper
 
-    config = tmp_path / "node" / "haproxy.cfg"
-    config.parent.mkdir()
-    config.write_text("frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
-                      "listen stats\n  bind *:8404\n")
+    template = ("frontend prometheus\n    bind :9101\n    mode http\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
+                "listen stats\n  bind *:8404\n  stats enable\n")
     echo = tmp_path / "echo.py"
     echo.write_text(f"#!{sys.executable}\nimport sys\nprint(' '.join(sys.argv[1:]))\n")
     echo.chmod(0o700)
-    done = subprocess.run([loopback_wrapper(tmp_path, str(echo)), "-db", "-f", str(config)], capture_output=True,
-                          text=True, check=True)
-    assert done.stdout.strip() == f"-db -f {config}"
-    assert config.read_text() == ("frontend prometheus\n    bind 127.0.0.1:9101\nfrontend http_frontend\n"
-                                  "    bind 127.0.0.1:8000\nlisten stats\n  bind 127.0.0.1:8404\n")
+    for host, api in [("127.0.0.1", ["127.0.0.1:8000"]), ("0.0.0.0", ["0.0.0.0:8000"]),
+                      ("192.0.2.7", ["127.0.0.1:8000", "192.0.2.7:8000"])]:
+        config = tmp_path / host / "node" / "haproxy.cfg"
+        config.parent.mkdir(parents=True)
+        config.write_text(template)
+        wrapper = haproxy_wrapper(config.parent.parent, str(echo), haproxy_binds(host, 8000, 8404, 9101))
+        done = subprocess.run([wrapper, "-db", "-f", str(config)], capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == f"-db -f {config}"
+        binds = "".join(f"    bind {a}\n" for a in api)
+        assert config.read_text() == ("frontend prometheus\n    bind 127.0.0.1:9101\n    mode http\n"
+                                      f"frontend http_frontend\n{binds}listen stats\n  bind 127.0.0.1:8404\n"
+                                      "  stats enable\n")
 
 
 # --- fuzzing the header parsers (slow) ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ecg_edge.backends import GPU_ORDER, choose_backend
 from ecg_edge.errors import InputError, MachineError
 from ecg_edge.manifest import Manifest
 from ecg_edge.serve.options import DEFAULT_REQUEST_TIMEOUT_S, ServeOptions
-from ecg_edge.serve.proxy import check_proxy, proxy_environment, scoped_environment
+from ecg_edge.serve.proxy import check_proxy, proxy_environment, ray_http_host, scoped_environment
 
 APP_NAME = "ecg-edge"
 # A local Ray takes 127.0.0.1 as its node's address with this (Ray's single-machine mode, meant for macOS
@@ -85,7 +85,8 @@ def serve_until_stopped(
     """Serve until SIGTERM/SIGINT (or `stop` is set), then drain and stop what was started here."""
     check_proxy(proxy, ray_address)
     # Ray reads its proxy mode, and where a local Ray listens, from the environment it starts in
-    with proxy_environment(proxy) as note, scoped_environment(LOOPBACK_RAY if ray_address is None else {}):
+    with (proxy_environment(proxy, host, port) as note,
+          scoped_environment(LOOPBACK_RAY if ray_address is None else {})):
         if note:
             log(note)
         _serve_until_stopped(options, host, port, replicas, ray_address, log, stop, request_timeout_s, proxy)
@@ -116,7 +117,8 @@ def _serve_until_stopped(
     stop = stop or threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+        serve.start(http_options={"host": ray_http_host(proxy, host), "port": port,
+                                  "request_timeout_s": request_timeout_s})
         serve.run(application(options, count), name=APP_NAME, route_prefix="/", blocking=False)
         log(f"serving on http://{host}:{port}/ ({count} replica{'s' * (count > 1)} ({why}), {options.backend} "
             f"{options.precision}, batches of up to {options.max_batch} requests): POST /v1/ecg, "
