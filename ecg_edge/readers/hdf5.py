@@ -12,7 +12,6 @@ from ecg_edge.errors import InputError
 from ecg_edge.quality import unpadded_span
 from ecg_edge.recording import Recording
 from ecg_edge.spec import LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
-from ecg_edge.untrusted import MAX_EXAM_ID_CHARS
 
 # Exams read from an HDF5 file at a time: bounds memory whatever the file's size.
 HDF5_CHUNK_EXAMS = 256
@@ -41,14 +40,12 @@ def _check_hdf5(path: Path):  # -> h5py.Dataset, h5py.Dataset | None, h5py.File
         problem = _layout_problem(tracings, exam_ids)
         if problem is not None:
             raise InputError(path, problem)
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:  # HDF5's errors on a damaged file
+    except BaseException as exc:
         f.close()
-        if isinstance(exc, InputError):
+        if isinstance(exc, InputError) or not isinstance(exc, (OSError, RuntimeError, KeyError, ValueError)):
             raise
+        # HDF5's own errors on a damaged file
         raise InputError(path, f"damaged HDF5 file ({exc.__class__.__name__}: {exc})") from None
-    except BaseException:
-        f.close()
-        raise
     return tracings, exam_ids, f
 
 
@@ -66,7 +63,7 @@ def _layout_problem(tracings, exam_ids) -> str | None:  # h5py.Dataset, h5py.Dat
     if exam_ids.shape != (tracings.shape[0],):
         return f"'exam_id' has shape {exam_ids.shape}, expected ({tracings.shape[0]},)"
     kind = exam_ids.dtype.kind
-    if not (kind in "iu" or (kind == "S" and exam_ids.dtype.itemsize <= MAX_EXAM_ID_CHARS)
+    if not (kind in "iu" or (kind == "S" and exam_ids.dtype.itemsize <= untrusted.MAX_EXAM_ID_CHARS)
             or h5py.check_string_dtype(exam_ids.dtype) is not None):
         return f"'exam_id' has dtype {exam_ids.dtype}, expected integers or strings"
     return None
@@ -114,8 +111,8 @@ def _id_text(path: Path, value: object) -> str:
         text = str(value.item())
     else:
         text = str(value)
-    if len(text) > MAX_EXAM_ID_CHARS:
-        raise InputError(path, f"an exam_id of {len(text):,} characters (at most {MAX_EXAM_ID_CHARS})")
+    if len(text) > untrusted.MAX_EXAM_ID_CHARS:
+        raise InputError(path, f"an exam_id of {len(text):,} characters (at most {untrusted.MAX_EXAM_ID_CHARS})")
     return text
 
 
