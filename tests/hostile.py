@@ -159,6 +159,8 @@ def wfdb_cases(folder: Path) -> dict[str, Path]:
         "wfdb tilde": _wfdb(folder, "tilde", "tilde 12 500 100\n" + _leads("~"), None),
         "wfdb missing signal": _wfdb(folder, "nosig", "nosig 12 500 100\n" + _leads("nosig.dat"), None),
     }
+    (folder / "linked.dat").symlink_to(folder.parent / SECRET)  # a link in the folder that leads out of it
+    cases["wfdb link out"] = _wfdb(folder, "linked", "linked 12 500 100\n" + _leads("linked.dat"), None)
     os.mkfifo(folder / "fifo.hea")
     cases["wfdb fifo header"] = folder / "fifo.hea"
     return cases
