@@ -40,6 +40,14 @@ HDF5_BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 # HDF5 decodes a compressed chunk whole to read any part of it: a chunk is at most this.
 MAX_HDF5_CHUNK_BYTES = 128 * 2**20
 MAX_EXAM_ID_CHARS = 256
+# Files read whole, by size: a resting ECG in XML is well under 10 MB (an HL7 aECG of 12 leads x 10 s is about
+# 0.5 MB), a WFDB header about 1 KB, a resting DICOM ECG a few MB (an hour of ambulatory one a few hundred).
+MAX_XML_BYTES = 64 * 2**20
+MAX_WFDB_HEADER_BYTES = 2**20
+MAX_DICOM_BYTES = 512 * 2**20
+# Elements of one XML file (the real ones hold 500 to 1,500): a parsed element costs a few hundred bytes,
+# so a file of millions of empty elements is refused as it is parsed.
+MAX_XML_ELEMENTS = 100_000
 # numpy's own default for an .npy header (a 2-D array's is under 128 bytes).
 MAX_NPY_HEADER_BYTES = 10_000
 

@@ -28,10 +28,6 @@ def record_path(path: Path) -> Path:
     return path
 
 
-# A header larger than this is not a WFDB header (a 12-lead one is about 1 KB).
-MAX_HEADER_BYTES = 1 << 20
-
-
 @contextlib.contextmanager
 def readable_record(record: Path) -> Iterator[Path]:
     """The record as wfdb can read it. Headers of the PhysioNet/CinC Challenge's earlier releases
@@ -39,8 +35,8 @@ def readable_record(record: Path) -> Iterator[Path]:
     which wfdb refuses: such a header is read with that name corrected, in a temporary folder beside
     a link to the signal file; every other header as it is."""
     header = record.with_suffix(".hea")
-    if untrusted.check_regular(header).st_size > MAX_HEADER_BYTES:
-        raise InputError(header, f"a WFDB header of more than {MAX_HEADER_BYTES // 2**20} MiB")
+    if untrusted.check_regular(header).st_size > untrusted.MAX_WFDB_HEADER_BYTES:
+        raise InputError(header, f"a WFDB header of more than {untrusted.MAX_WFDB_HEADER_BYTES // 2**20} MiB")
     with open(header, encoding="latin-1") as f:
         first = f.readline()
     name, _, rest = first.partition(" ")
