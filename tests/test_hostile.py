@@ -1,5 +1,9 @@
-"""A hostile corpus (tests/hostile.py), written here, through `infer`, `convert` and `evaluate`: every file is
-exit 2 with one line naming it, at once, reading nothing outside the input; --keep-going skips them all."""
+"""Issue 34's attacks. A hostile corpus (tests/hostile.py), written by the tests, through `infer`, `convert` and
+`evaluate`: every file is exit 2 with one line naming it, at once, reading nothing outside the input, and
+--keep-going skips them all in bounded memory; errors and exam ids reach the terminal as one escaped line; an
+output is never an input. The server: the corpus as request bodies and malformed KServe requests are 4xx naming
+no server path; a running server (slow) listens on loopback only and answers good requests between hostile
+ones. The readers' header parsers are fuzzed (slow)."""
 
 from __future__ import annotations
 
