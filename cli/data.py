@@ -48,7 +48,7 @@ def convert(
     if len(inputs) < 2:
         raise InputError(None, "give one or more inputs, then OUT.h5")
     *sources, out = inputs
-    check_hdf5_output(out)
+    check_hdf5_output(out, sources)
     options = ReadOptions(scale=scale, fs=fs, leads=split_list(leads) if leads else None, keep_going=keep_going)
     skipped: list[str] = []
 

@@ -28,8 +28,7 @@ def serve(
     threads: ThreadsOption = None,
     proxy: Annotated[str, typer.Option(help="What routes requests to the replicas: ray (Ray Serve's Python proxy) "
                                             "or haproxy (Ray's HAProxy mode, brought by ray[serve] on Linux: "
-                                            "less CPU a request; opens HAProxy's stats and metrics ports on "
-                                            "every interface).")] = "ray",
+                                            "less CPU a request; its stats and metrics on 127.0.0.1).")] = "ray",
     ray_address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster (e.g. auto); default: start "
                                                          "a local one.")] = None,
 ) -> None:

@@ -15,12 +15,14 @@ from ecg_edge.atomic_files import atomic_target
 from ecg_edge.errors import InputError
 from ecg_edge.exams import ReadOptions, iter_batches
 from ecg_edge.readers import expand_inputs
+from ecg_edge.results import check_not_an_input
 from ecg_edge.spec import HDF5_SUFFIXES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
 
 BATCH_EXAMS = 64
 
 
-def check_hdf5_output(path: Path) -> None:
+def check_hdf5_output(path: Path, inputs: Sequence[str | Path] = ()) -> None:
+    check_not_an_input(path, inputs)
     if path.suffix.lower() not in HDF5_SUFFIXES:
         raise InputError(path, f"output must end in {' or '.join(HDF5_SUFFIXES)}")
     if not path.parent.is_dir():
@@ -37,7 +39,7 @@ def convert_to_hdf5(
     import h5py
 
     out = Path(out)
-    check_hdf5_output(out)
+    check_hdf5_output(out, inputs)
     options = replace(options or ReadOptions(), assess=False, measure="off")  # the signal, not its flags or rate
     paths = expand_inputs(inputs)
     n = 0

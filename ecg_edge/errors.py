@@ -4,16 +4,33 @@ missing library, a driver too old, GPU memory full)."""
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
+
+# An error is one line of at most this many characters, whatever a file or its name holds.
+MAX_LINE_CHARS = 360
+MAX_PATH_CHARS = 160
+
+
+def one_line(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """`text` as one printable line: control and format characters (newlines, terminal escapes,
+    bidirectional overrides) escaped as Python would write them, and the middle cut when it is longer than
+    `limit` (the end of a path names the file)."""
+    shown = "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    if len(shown) <= limit:
+        return shown
+    head = limit // 3
+    return f"{shown[:head]}...{shown[len(shown) - (limit - head - 3):]}"
 
 
 class InputError(ValueError):
-    """Bad user input: names the file (when there is one) and the problem."""
+    """Bad user input: names the file (when there is one) and the problem, in one line (`one_line`)."""
 
     def __init__(self, path: str | Path | None, problem: str):
         self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        self.problem = one_line(str(problem), MAX_LINE_CHARS - MAX_PATH_CHARS - 2)
+        shown = None if self.path is None else one_line(self.path, MAX_PATH_CHARS)
+        super().__init__(f"{shown}: {self.problem}" if shown else self.problem)
 
 
 class MachineError(RuntimeError):

@@ -11,6 +11,7 @@ import numpy as np
 from ecg_edge.errors import InputError
 from ecg_edge.recording import Recording
 from ecg_edge.spec import LEAD_ALIASES, LEAD_PREFIXES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ
+from ecg_edge.untrusted import check_rate
 
 # Changed whenever `prepare` gives other numbers for the same recording: caches of prepared exams
 # (training/corpus.py) are keyed by it.
@@ -163,8 +164,7 @@ def prepare(recording: Recording, scale: float = 1.0, padding: tuple[int, int] |
     source = recording.source or recording.id or None
     if recording.signal.shape[0] == 0 and padding is None:
         raise InputError(source, "recording has no samples")
-    if not recording.fs or recording.fs <= 0 or not np.isfinite(recording.fs):
-        raise InputError(source, f"invalid sampling rate {recording.fs}")
+    check_rate(source, recording.fs)  # readers check what files declare; this holds for any Recording
     # Only standard leads count: extra channels (e.g. Frank leads) may carry any unit, or NaN.
     keep = [i for i, name in enumerate(recording.leads) if canonical_lead(name)]
     units = recording.units

@@ -6,6 +6,7 @@ index.html comes last, written at once.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 from pathlib import Path
@@ -180,6 +181,9 @@ class ReportWriter:
         from concurrent.futures import ProcessPoolExecutor
 
         self.folder = folder
+        self.made = not folder.exists()
+        folder.mkdir(exist_ok=True)
+        self.finished = False
         self.rows: list[dict[str, Any]] = []
         self.taken: set[str] = set()
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
@@ -222,11 +226,22 @@ class ReportWriter:
         self._collect()
         if self.pool is not None:
             self.pool.shutdown()
-        return write_index(self.folder, self.rows, self.classes, self.thresholds, FLAGS, title)
+        index = write_index(self.folder, self.rows, self.classes, self.thresholds, FLAGS, title)
+        self.finished = True
+        return index
 
     def close(self) -> None:
+        """Stop the drawing; a report never finished (the run failed) leaves none of its sheets behind."""
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
+        if self.finished:
+            return
+        for row in self.rows:
+            for relative in row["paths"].values():
+                (self.folder / relative).unlink(missing_ok=True)
+        for folder in (self.folder / "sheets", self.folder / "thumbs", *([self.folder] if self.made else [])):
+            with contextlib.suppress(OSError):  # absent, or holding files this run did not write
+                folder.rmdir()
 
 
 # The drawing moved to ecg_edge.sheet: its names import from here for one release, with a warning.

@@ -54,7 +54,7 @@ class InferRequest:
             if self.output.exists() or not self.output.parent.is_dir():
                 raise InputError(self.output, "must be a new folder in an existing one")
         elif self.output is not None:
-            check_output_path(self.output)
+            check_output_path(self.output, self.inputs)
         if self.ray is not None and (self.report is not None or self.cuda_graph):
             raise InputError(None, "--ray runs without --report and --cuda-graph (draw sheets with `ecg-edge report`)")
         if self.report is not None:
@@ -107,7 +107,6 @@ def _here(request: InferRequest, export_dir: Path, log: Callable[[str], None]) -
     if request.report is not None:
         from ecg_edge.report import ReportWriter
 
-        request.report.mkdir(exist_ok=True)
         writer = ReportWriter(request.report)
     try:
         with runner, progress_bar("inferring" if writer is None else "inferring and drawing", total=total) as advance:

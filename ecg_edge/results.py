@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ecg_edge.atomic_files import atomic_write, check_target
-from ecg_edge.errors import InputError
+from ecg_edge.errors import InputError, one_line
 from ecg_edge.exams import Exam, ExamColumns
 from ecg_edge.measure import COLUMNS as MEASUREMENT_COLUMNS
 from ecg_edge.measure import method as measurement_method
@@ -24,6 +25,7 @@ ID, SOURCE, FINDINGS, QUALITY = "exam_id", "source", "findings", "quality"
 SUFFIXES = (".csv", ".json")  # what `infer -o` and `merge` write; Parquet folders come from --ray
 # Rows a terminal table shows; files hold them all.
 MAX_TABLE_ROWS = 40
+MAX_ID_SHOWN = 64  # characters of an exam id in the terminal's table (files keep the whole id)
 
 
 def findings_of(classes: Sequence[str], thresholds: dict[str, float], probabilities: np.ndarray) -> list[list[str]]:
@@ -124,8 +126,17 @@ class InferenceRun(ExamColumns):
         return len(self.exams) / self.wall_s if self.wall_s else 0.0
 
 
-def check_output_path(path: Path) -> None:
+def check_output_path(path: Path, inputs: Sequence[str | Path] = ()) -> None:
     check_target(path, SUFFIXES)
+    check_not_an_input(path, inputs)
+
+
+def check_not_an_input(output: Path, inputs: Sequence[str | Path]) -> None:
+    """An output never replaces an input, whichever path names it."""
+    for source in map(Path, inputs):
+        if source.resolve() == output.resolve() or (source.exists() and output.exists()
+                                                    and os.path.samefile(source, output)):
+            raise InputError(output, "is one of the inputs: write the output elsewhere")
 
 
 def write_results(run: InferenceRun, path: Path) -> None:
@@ -254,6 +265,7 @@ def results_table(run: InferenceRun) -> Any:
     """The first exams of a run, for a terminal."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     # Fits 80 columns with six classes: ids, findings and flags fold rather than push numbers out.
     table = Table(title=f"{len(run.exams)} exams", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -264,7 +276,8 @@ def results_table(run: InferenceRun) -> Any:
     table.add_column("quality", overflow="fold", min_width=7)
     rows = zip(run.exams, run.probabilities, run.findings(), strict=True)
     for exam, probs, found in list(rows)[:MAX_TABLE_ROWS]:
-        table.add_row(exam.id, *(f"{p:.3f}" for p in probs), ", ".join(found) or "-",
+        # an id is the file's text: shown as one plain line, never as markup or terminal codes
+        table.add_row(Text(one_line(exam.id, MAX_ID_SHOWN)), *(f"{p:.3f}" for p in probs), ", ".join(found) or "-",
                       ", ".join(q["flag"] for q in exam.quality) or "-")
     if len(run.exams) > MAX_TABLE_ROWS:
         table.caption = f"first {MAX_TABLE_ROWS} of {len(run.exams)} exams: --output FILE.csv/.json writes them all"

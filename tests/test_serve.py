@@ -419,9 +419,10 @@ def test_proxy_choices_are_checked_before_anything_starts(monkeypatch, tmp_path)
         check_proxy("haproxy", None)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "1234")
     with proxy_environment("haproxy") as note:
-        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and note and "every interface" in note
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and note and "listen on 127.0.0.1" in note
         folder = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
         assert folder.is_dir() and os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] != "1234"
+        assert os.environ["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] != "8500"
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in os.environ and not folder.exists()
     assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "1234"  # what was there before comes back
     with proxy_environment("ray") as note:
@@ -479,12 +480,12 @@ def test_metrics_on_rays_prometheus_endpoint(server):
     """Requests by endpoint and status, and batch sizes, reach the Prometheus endpoint the server names."""
     import re
 
-    port = re.search(r"http://<node>:(\d+)/metrics", server.log.read_text())
-    assert port, server.log.read_text()[-2000:]
+    named = re.search(r"http://(127\.0\.0\.1):(\d+)/metrics", server.log.read_text())  # a local Ray: loopback
+    assert named, server.log.read_text()[-2000:]
     _post(f"{server.url}/v1/ecg", b"")  # a 400 to count
     deadline, text = time.monotonic() + 60, ""
     while time.monotonic() < deadline:  # Ray exports metrics every few seconds
-        with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"http://{named[1]}:{named[2]}/metrics", timeout=10) as response:
             text = response.read().decode()
         if 'ray_ecg_edge_requests_total' in text and 'status="400"' in text and "ray_ecg_edge_batch_requests" in text:
             break

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ecg_edge import untrusted
 from ecg_edge.errors import InputError
 from ecg_edge.readers.hdf5 import hdf5_exam_count, iter_hdf5_chunks
 from ecg_edge.recording import Recording
@@ -56,15 +57,9 @@ def detect_format(path: str | Path) -> str | None:
     path = Path(path)
     if path.suffix.lower() in {".hea", ".dat", ".mat"} or (not path.exists() and path.with_suffix(".hea").exists()):
         return "wfdb"
-    try:
-        with open(path, "rb") as f:
-            head = f.read(MAGIC_BYTES)
-    except IsADirectoryError:
-        raise InputError(path, "is a folder, expected a file") from None
-    except FileNotFoundError:
-        raise InputError(path, "no such file or WFDB record") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if not path.exists():
+        raise InputError(path, "no such file or WFDB record")
+    head = untrusted.read_head(path, MAGIC_BYTES)
     from ecg_edge.readers import dicom, edf
 
     # HDF5 allows a user block before the signature, at 512, 1024, 2048 ... bytes.
@@ -94,8 +89,7 @@ def _hdf5_after_user_block(path: Path) -> bool:
 
 
 def _describe_head(path: Path) -> str:
-    with open(path, "rb") as f:
-        head = f.read(16)
+    head = untrusted.read_head(path, 16)
     if not head:
         return "the file is empty"
     if _looks_like_xml(head):
@@ -151,6 +145,9 @@ def read_recording(
         raise
     except OSError as exc:  # permissions, a file that vanished or is cut short while reading
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    except (ArithmeticError, AttributeError, LookupError, MemoryError, RecursionError, TypeError, ValueError) as exc:
+        # a file that passed the readers' checks and still breaks a parser: the file's fault, not the program's
+        raise InputError(path, f"cannot be read ({exc.__class__.__name__}: {exc})") from None
 
 
 def is_hdf5(path: Path) -> bool:
@@ -166,6 +163,8 @@ def _folder_files(folder: Path) -> list[Path]:
             path = Path(dirpath) / name
             if name.startswith(".") or path.suffix.lower() in {".dat", ".mat"}:
                 continue  # hidden files; WFDB signal files are read through their header
+            if not untrusted.is_regular(path):
+                continue  # a FIFO, device or socket is no recording (opening a FIFO would wait for a writer)
             try:
                 if detect_format(path) is not None:
                     found.append(path)

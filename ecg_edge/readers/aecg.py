@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ecg_edge import untrusted
 from ecg_edge.errors import InputError
 from ecg_edge.readers import safe_xml
 from ecg_edge.recording import Recording
@@ -32,10 +33,7 @@ def _quantity(value: Any, tag: str, path: Path, where: str) -> tuple[float, str]
     element = value.find(f"v3:{tag}", NS)
     if element is None or element.get("value") is None:
         raise InputError(path, f"{where} has no <{tag}> value")
-    try:
-        return float(element.get("value")), element.get("unit", "")
-    except ValueError:
-        raise InputError(path, f"{where}: <{tag}> value {element.get('value')!r} is not a number") from None
+    return untrusted.number(path, element.get("value"), f"{where}: <{tag}> value"), element.get("unit", "")
 
 
 def _rhythm_sequences(root: Any, path: Path) -> list[Any]:
@@ -51,7 +49,9 @@ def read_aecg(path: Path) -> Recording:
     root = safe_xml.parse(path)
     fs = None
     leads, columns, units = [], [], []
-    for sequence in _rhythm_sequences(root, path):
+    sequences = _rhythm_sequences(root, path)
+    untrusted.check_channels(path, len(sequences) - 1)  # one is the time sequence
+    for sequence in sequences:
         code = _code(sequence)
         value = sequence.find("v3:value", NS)
         if value is None:
@@ -60,7 +60,8 @@ def read_aecg(path: Path) -> Recording:
             step, unit = _quantity(value, "increment", path, "time sequence")
             if unit not in _SECONDS or step <= 0:
                 raise InputError(path, f"sampling increment {step} {unit!r} is not a positive time in s or ms")
-            fs = 1.0 / (step * _SECONDS[unit])
+            seconds = step * _SECONDS[unit]
+            fs = untrusted.check_rate(path, 1.0 / seconds)  # inf for a subnormal step: refused
         elif code.startswith(LEAD_CODE_PREFIX):
             where = f"lead {code}"
             origin, origin_unit = _quantity(value, "origin", path, where)
@@ -79,6 +80,7 @@ def read_aecg(path: Path) -> Recording:
     if not columns:
         raise InputError(path, "rhythm series holds no MDC_ECG_LEAD_* sequence")
     lengths = sorted({c.size for c in columns})
+    untrusted.check_extent(path, lengths[-1], len(columns), fs)
     if lengths[0] == 0 or len(lengths) > 1:
         raise InputError(path, f"leads differ in length or are empty ({lengths})")
     return Recording(

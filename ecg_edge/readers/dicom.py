@@ -8,11 +8,13 @@ channel's sensitivity unit; lead names from each channel source's code meaning.
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ecg_edge import untrusted
 from ecg_edge.errors import InputError
 from ecg_edge.recording import Recording
 
@@ -24,8 +26,6 @@ ECG_SOP_CLASSES = {
 }
 MAGIC_OFFSET = 128
 MAGIC = b"DICM"
-# A resting ECG object is well under a few MB; a 24-h ambulatory one may reach a few hundred.
-MAX_DICOM_BYTES = 512 * 2**20
 
 
 def _lead_name(channel: Any) -> str:
@@ -37,6 +37,13 @@ def _lead_name(channel: Any) -> str:
     return re.sub(r"\(.*?\)", "", meaning).strip()
 
 
+def _samples(group: Any) -> int:
+    try:
+        return int(group.get("NumberOfWaveformSamples", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _rhythm_group(ds: Any, path: Path) -> int:
     groups = list(ds.WaveformSequence)
     labels = [str(g.get("MultiplexGroupLabel", "")).strip().upper() for g in groups]
@@ -45,34 +52,69 @@ def _rhythm_group(ds: Any, path: Path) -> int:
             return i
     candidates = [i for i, label in enumerate(labels) if "MEDIAN" not in label]
     if not candidates:
-        raise InputError(path, f"only median-beat waveforms ({', '.join(labels)}), no rhythm")
-    return max(candidates, key=lambda i: int(groups[i].NumberOfWaveformSamples))
+        raise InputError(path, f"only median-beat waveforms ({', '.join(labels[:5])}), no rhythm")
+    return max(candidates, key=lambda i: _samples(groups[i]))
+
+
+def _check_deflated(path: Path) -> None:
+    """A deflated data set (transfer syntax ...1.2.1.99) is inflated by pydicom whole and at once: its
+    inflated size is measured first, in bounded steps, and refused past the policy's bound."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    meta = pydicom.filereader.read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    # preamble and "DICM", the group-length element (12 bytes), then the rest of the meta group
+    start = MAGIC_OFFSET + len(MAGIC) + 12 + int(meta.FileMetaInformationGroupLength)
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        while not inflate.eof and (chunk := inflate.unconsumed_tail or f.read(2**16)):
+            inflated += len(inflate.decompress(chunk, 2**20))
+            untrusted.check_decoded(path, inflated, "deflated data set")
+
+
+def _check_group(path: Path, group: Any) -> float:
+    """The group's declared rate, channels and samples, by the policy, before its samples are decoded."""
+    fs = untrusted.check_rate(path, group.get("SamplingFrequency"))
+    channels = int(group.get("NumberOfWaveformChannels", 0) or 0)
+    if not _samples(group) or not channels:
+        raise InputError(path, "rhythm waveform group declares no NumberOfWaveformSamples or channels")
+    untrusted.check_extent(path, _samples(group), channels, fs)
+    return fs
 
 
 def read_dicom(path: Path) -> Recording:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    if path.stat().st_size > MAX_DICOM_BYTES:
-        raise InputError(path, f"DICOM file larger than {MAX_DICOM_BYTES // 2**20} MiB")
+    if untrusted.check_regular(path).st_size > untrusted.MAX_DICOM_BYTES:
+        raise InputError(path, f"DICOM file larger than {untrusted.MAX_DICOM_BYTES // 2**20} MiB")
     try:
+        _check_deflated(path)
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+    except InputError:
+        raise
+    except (InvalidDicomError, OSError, ValueError, EOFError, zlib.error) as exc:
         raise InputError(path, f"not a readable DICOM file ({exc})") from None
     sop = str(ds.get("SOPClassUID", ""))
     if sop not in ECG_SOP_CLASSES:
         raise InputError(path, f"DICOM object is not an ECG waveform (SOP class {sop or 'missing'})")
     if "WaveformSequence" not in ds or not len(ds.WaveformSequence):
         raise InputError(path, "DICOM ECG object without a waveform")
-    index = _rhythm_group(ds, path)
-    group = ds.WaveformSequence[index]
     try:
+        index = _rhythm_group(ds, path)
+        group = ds.WaveformSequence[index]
+        fs = _check_group(path, group)
         signal = np.asarray(ds.waveform_array(index), dtype=np.float64)
-        fs = float(group.SamplingFrequency)
         channels = list(group.ChannelDefinitionSequence)
         units = tuple(str(c.ChannelSensitivityUnitsSequence[0].CodeValue) for c in channels)
+    except InputError:
+        raise
     except Exception as exc:  # pydicom raises several types for inconsistent waveform modules
-        raise InputError(path, f"unreadable waveform group {index} ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(path, f"unreadable rhythm waveform group ({exc.__class__.__name__}: {exc})") from None
     if signal.ndim != 2 or signal.shape[1] != len(channels) or signal.shape[0] == 0:
         raise InputError(path, f"waveform of shape {signal.shape} for {len(channels)} channels")
     return Recording(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecg_edge import untrusted
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import canonical_lead
 from ecg_edge.recording import Recording
@@ -35,9 +36,11 @@ def read_edf(path: Path) -> Recording:
         if not signals:
             labels = ", ".join(s.label for s in edf.signals) or "none"
             raise InputError(path, f"no ECG lead among the signals ({labels})")
-        rates = sorted({float(s.sampling_frequency) for s in signals})
+        rates = sorted({untrusted.check_rate(path, s.sampling_frequency) for s in signals})
         if len(rates) > 1:
             raise InputError(path, f"ECG leads sampled at different rates ({', '.join(map(str, rates))} Hz)")
+        samples = edf.num_data_records * max(s.samples_per_data_record for s in signals)
+        untrusted.check_extent(path, samples, len(signals), rates[0])
         signal = np.stack([np.asarray(s.data, dtype=np.float64) for s in signals], axis=1)
     except InputError:
         raise

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecg_edge import untrusted
 from ecg_edge.errors import InputError
 from ecg_edge.quality import unpadded_span
 from ecg_edge.recording import Recording
@@ -17,37 +18,55 @@ HDF5_CHUNK_EXAMS = 256
 
 
 def _check_hdf5(path: Path):  # -> h5py.Dataset, h5py.Dataset | None, h5py.File
+    """The file's `tracings` and `exam_id`, checked by the untrusted-input policy: data stored in this
+    file alone, built-in filters, declared sizes the file can hold; the open file to close."""
     import h5py
 
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if path.stat().st_size == 0:
+    if untrusted.check_regular(path).st_size == 0:
         raise InputError(path, "file is empty")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise InputError(path, f"not a readable HDF5 file ({exc.__class__.__name__})") from None
-    if "tracings" not in f:
-        keys = ", ".join(sorted(f.keys())) or "none"
+    try:
+        tracings = untrusted.hdf5_link(path, f, "tracings")
+        if tracings is None:
+            keys = ", ".join(sorted(f.keys())[:20]) or "none"
+            raise InputError(path, f"no 'tracings' dataset (datasets: {keys})")
+        untrusted.check_hdf5_dataset(path, "tracings", tracings)
+        exam_ids = untrusted.hdf5_link(path, f, "exam_id")
+        if exam_ids is not None:
+            untrusted.check_hdf5_dataset(path, "exam_id", exam_ids)
+        problem = _layout_problem(tracings, exam_ids)
+        if problem is not None:
+            raise InputError(path, problem)
+    except BaseException as exc:
         f.close()
-        raise InputError(path, f"no 'tracings' dataset (datasets: {keys})")
-    tracings = f["tracings"]
-    problem = None
-    if not hasattr(tracings, "shape"):
-        problem = "'tracings' is a group, not a dataset"
-    elif tracings.ndim != 3 or tracings.shape[1:] != (N_SAMPLES, len(LEADS)):
-        problem = f"'tracings' has shape {tracings.shape}, expected (N, {N_SAMPLES}, {len(LEADS)})"
-    elif tracings.shape[0] == 0:
-        problem = "'tracings' holds no exams"
-    elif tracings.dtype.kind != "f":
-        problem = f"'tracings' has dtype {tracings.dtype}, expected float32 or float64"
-    exam_ids = f.get("exam_id")
-    if problem is None and exam_ids is not None and exam_ids.shape != (tracings.shape[0],):
-        problem = f"'exam_id' has shape {exam_ids.shape}, expected ({tracings.shape[0]},)"
-    if problem is not None:
-        f.close()
-        raise InputError(path, problem)
+        if isinstance(exc, InputError) or not isinstance(exc, (OSError, RuntimeError, KeyError, ValueError)):
+            raise
+        # HDF5's own errors on a damaged file
+        raise InputError(path, f"damaged HDF5 file ({exc.__class__.__name__}: {exc})") from None
     return tracings, exam_ids, f
+
+
+def _layout_problem(tracings, exam_ids) -> str | None:  # h5py.Dataset, h5py.Dataset | None
+    import h5py
+
+    if tracings.ndim != 3 or tracings.shape[1:] != (N_SAMPLES, len(LEADS)):
+        return f"'tracings' has shape {tracings.shape}, expected (N, {N_SAMPLES}, {len(LEADS)})"
+    if tracings.shape[0] == 0:
+        return "'tracings' holds no exams"
+    if tracings.dtype.kind != "f":
+        return f"'tracings' has dtype {tracings.dtype}, expected float32 or float64"
+    if exam_ids is None:
+        return None
+    if exam_ids.shape != (tracings.shape[0],):
+        return f"'exam_id' has shape {exam_ids.shape}, expected ({tracings.shape[0]},)"
+    kind = exam_ids.dtype.kind
+    if not (kind in "iu" or (kind == "S" and exam_ids.dtype.itemsize <= untrusted.MAX_EXAM_ID_CHARS)
+            or h5py.check_string_dtype(exam_ids.dtype) is not None):
+        return f"'exam_id' has dtype {exam_ids.dtype}, expected integers or strings"
+    return None
 
 
 def hdf5_exam_count(path: str | Path) -> int:
@@ -76,21 +95,25 @@ def iter_hdf5_chunks(
             try:
                 block = np.asarray(tracings[start:stop], dtype=np.float32)
                 raw_ids = None if exam_ids is None else exam_ids[start:stop]
-            except (OSError, ValueError) as exc:  # a damaged chunk inside an otherwise valid file
+            except (OSError, RuntimeError, ValueError) as exc:  # a damaged chunk inside an otherwise valid file
                 raise InputError(path, f"exams {start}-{stop - 1} unreadable ({exc})") from None
             if raw_ids is not None:
-                ids = [_id_text(x) for x in raw_ids]
+                ids = [_id_text(path, x) for x in raw_ids]
             else:
                 ids = [f"{path.stem}:{i}" for i in range(start, stop)]
             yield ids, block
 
 
-def _id_text(value: object) -> str:
+def _id_text(path: Path, value: object) -> str:
     if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        return str(value.item())
-    return str(value)
+        text = value.decode(errors="replace")
+    elif isinstance(value, np.generic):
+        text = str(value.item())
+    else:
+        text = str(value)
+    if len(text) > untrusted.MAX_EXAM_ID_CHARS:
+        raise InputError(path, f"an exam_id of {len(text):,} characters (at most {untrusted.MAX_EXAM_ID_CHARS})")
+    return text
 
 
 def code_exam_recording(exam_id: str, path: str | Path, x: np.ndarray) -> tuple[Recording, tuple[int, int]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ecg_edge import untrusted
 from ecg_edge.errors import InputError
 from ecg_edge.readers import safe_xml
 from ecg_edge.recording import Recording
@@ -29,11 +30,17 @@ def _text(element: Any, tag: str, path: Path, where: str) -> str:
 
 
 def _number(element: Any, tag: str, path: Path, where: str) -> float:
-    text = _text(element, tag, path, where)
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(path, f"{where}: <{tag}> is {text!r}, not a number") from None
+    return untrusted.number(path, _text(element, tag, path, where), f"{where}: <{tag}>")
+
+
+def _rate(waveform: Any, path: Path) -> float:
+    """`SampleBase` x 10^`SampleExponent`, checked by the policy (an exponent is a small whole number)."""
+    base = _number(waveform, "SampleBase", path, "Rhythm waveform")
+    text = (waveform.findtext("SampleExponent") or "").strip()
+    exponent = untrusted.number(path, text, "Rhythm waveform: <SampleExponent>") if text else 0.0
+    if exponent != int(exponent) or abs(exponent) > 6:
+        raise InputError(path, f"Rhythm waveform: <SampleExponent> {text!r} is not a whole number from -6 to 6")
+    return untrusted.check_rate(path, base * 10.0 ** int(exponent))
 
 
 def _statements(root: Any) -> tuple[str, ...]:
@@ -59,13 +66,14 @@ def read_muse(path: Path) -> Recording:
     waveforms = root.findall("Waveform")
     rhythm = [w for w in waveforms if (w.findtext("WaveformType") or "").strip().lower() == "rhythm"]
     if not rhythm:
-        kinds = ", ".join((w.findtext("WaveformType") or "?").strip() for w in waveforms) or "none"
-        raise InputError(path, f"no Rhythm waveform (waveforms: {kinds})")
+        kinds = list(dict.fromkeys((w.findtext("WaveformType") or "?").strip() for w in waveforms))
+        raise InputError(path, f"no Rhythm waveform (waveforms: {', '.join(kinds[:5]) or 'none'})")
     waveform = rhythm[0]
-    fs = _number(waveform, "SampleBase", path, "Rhythm waveform")
-    exponent = waveform.findtext("SampleExponent")
-    fs *= 10.0 ** float(exponent.strip()) if exponent and exponent.strip() else 1.0
-    leads, columns, units = [], [], []
+    fs = _rate(waveform, path)
+    untrusted.check_channels(path, len(waveform.findall("LeadData")))
+    leads: list[str] = []
+    columns: list[np.ndarray] = []
+    units: list[str] = []
     for lead in waveform.findall("LeadData"):
         name = _text(lead, "LeadID", path, "LeadData")
         where = f"lead {name}"
@@ -79,6 +87,7 @@ def read_muse(path: Path) -> Recording:
         expected = lead.findtext("LeadSampleCountTotal")
         if expected and expected.strip().isdigit() and int(expected) != samples.size:
             raise InputError(path, f"{where}: {samples.size} samples, the file says {int(expected)} (truncated?)")
+        untrusted.check_extent(path, samples.size, len(columns) + 1, fs)
         columns.append(samples * _number(lead, "LeadAmplitudeUnitsPerBit", path, where))
         units.append(_text(lead, "LeadAmplitudeUnits", path, where))
         leads.append(name)

@@ -8,11 +8,14 @@ pulse; the reader keeps the first 10 s.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ecg_edge import untrusted
 from ecg_edge.errors import InputError
 from ecg_edge.readers import safe_xml
 from ecg_edge.recording import Recording
@@ -51,11 +54,54 @@ def _statements(root: Any) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _check_declared(root: Any, path: Path) -> None:
+    """Rate, duration and leads as the file declares them, and what its XLI (LZW) data decode to, by the
+    untrusted-input policy, before `sierraecg` decodes them whole."""
+    from sierraecg.lzw import LzwDecoder
+
+    fs = untrusted.check_rate(path, root.findtext("p:dataacquisition/p:signalcharacteristics/p:samplingrate",
+                                                  None, NS))
+    waveforms = root.find("p:waveforms/p:parsedwaveforms", NS)
+    if waveforms is None:
+        raise InputError(path, "no parsedwaveforms")
+    seconds = untrusted.number(path, waveforms.get("durationperchannel"), "durationperchannel (ms)") / 1000
+    samples = seconds * fs
+    leads = waveforms.get("numberofleads") or root.findtext(
+        "p:dataacquisition/p:signalcharacteristics/p:numberchannelsallocated", "12", NS)
+    untrusted.check_extent(path, samples, int(untrusted.number(path, leads, "numberofleads")), fs)
+    if (waveforms.get("compressmethod") or waveforms.get("compression")) != "XLI":
+        return
+    try:
+        data = base64.b64decode(waveforms.text or "")
+    except (binascii.Error, ValueError):
+        raise InputError(path, "parsedwaveforms is not valid base64") from None
+    budget = 2 * int(samples) + 2  # 16-bit samples, per lead
+    offset = chunks = 0
+    while offset < len(data):
+        size = int.from_bytes(data[offset:offset + 4], "little", signed=True)
+        chunk = data[offset + 8:offset + 8 + max(size, 0)]
+        offset += 8 + max(size, 0)
+        chunks += 1
+        untrusted.check_channels(path, chunks)
+        decoder, decoded = LzwDecoder(chunk, bits=10), 0
+        try:
+            while decoder.read() != -1:
+                decoded += 1
+                if decoded > budget:
+                    raise InputError(path, f"lead {chunks}'s XLI data decode to more than the {int(samples):,} "
+                                           "samples the file declares")
+        except (IndexError, KeyError, ValueError) as exc:  # the decoder's errors on damaged data
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(path, f"unreadable Philips Sierra waveforms ({exc.__class__.__name__}: {exc})") from None
+
+
 def read_sierra(path: Path) -> Recording:
     import sierraecg
 
     root = safe_xml.parse(path)
     resolution = _resolution_uv(root, path)
+    _check_declared(root, path)
     try:
         ecg = sierraecg.read_file(str(path))
     except Exception as exc:  # the library raises its own errors, and IndexError/ValueError on damaged data

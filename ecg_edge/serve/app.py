@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,10 +47,9 @@ def error(status: int, message: str) -> JSONResponse:
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused (413) as soon as it is known to exceed `limit`: by its declared length before
     reading a byte, else while it streams in."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BodyError(413 if declared.isdigit() else 400,
-                        f"body of {declared} bytes: the limit is {limit} (ecg-edge serve --max-body-mb)")
+    declared = kserve.byte_count(request.headers.get("content-length"))
+    if declared is not None and declared > limit:
+        raise BodyError(413, f"body of {declared} bytes: the limit is {limit} (ecg-edge serve --max-body-mb)")
     if request.headers.get("content-encoding", "identity").lower() != "identity":
         raise BodyError(415, f"Content-Encoding {request.headers['content-encoding']!r}: send the body uncompressed")
     chunks, size = [], 0
@@ -86,6 +86,8 @@ def read_options(request: Request) -> ReadOptions:
         scale = float(query.get("scale", "1"))
     except ValueError:
         raise BodyError(400, "fs and scale must be numbers") from None
+    if not math.isfinite(scale):
+        raise BodyError(400, "scale must be a finite number")
     leads = [lead.strip() for lead in query["leads"].split(",")] if "leads" in query else None
     try:
         return ReadOptions(scale=scale, fs=fs, leads=leads, measure=query.get("measure", "auto"))

@@ -68,13 +68,14 @@ def read_uploads(uploads: Sequence[Upload], options: ReadOptions) -> list[tuple[
         try:
             fmt = format_of(target)
         except InputError as exc:
-            raise BodyError(415 if isinstance(exc, UnknownFormat) else 400, f"{target.name}: {exc.problem}") from None
+            status = 415 if isinstance(exc, UnknownFormat) else 400
+            raise BodyError(status, f"{target.name}: {_unplaced(exc.problem, folder)}") from None
         if fmt == "npy" and (options.fs is None or not options.leads):
             raise BodyError(400, ".npy carries no sampling rate or lead names: pass the fs and leads query parameters")
         try:
             exams = list(iter_exams([target], options, on_skip=lambda message: None))
         except InputError as exc:  # the temporary path is the server's business, the name the client's
-            raise BodyError(400, f"{target.name}: {exc.problem}") from None
+            raise BodyError(400, f"{target.name}: {_unplaced(exc.problem, folder)}") from None
         except Exception as exc:  # a library's own error on a malformed file: still the body's fault
             log.warning("unreadable upload %s: %r", target.name, exc)
             raise BodyError(400, f"{target.name}: cannot be read ({type(exc).__name__})") from None
@@ -85,6 +86,13 @@ def read_uploads(uploads: Sequence[Upload], options: ReadOptions) -> list[tuple[
         if exam.provenance:
             exam.provenance["source"] = target.name
     return exams
+
+
+def _unplaced(problem: str, folder: str) -> str:
+    """A reader's message without the server's folders (a library may name the file it opened)."""
+    for place in (str(Path(folder).resolve()), folder, tempfile.gettempdir()):
+        problem = problem.replace(place + "/", "").replace(place, "")
+    return problem
 
 
 def _recording_file(folder: Path, names: list[str]) -> Path:

@@ -8,6 +8,7 @@ the export's probabilities [N, classes] FP32, binary where the request asks for 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from ecg_edge.spec import INPUT_NAME, LEADS, N_SAMPLES
 MODEL_NAME = "ecg"
 MODEL_VERSION = "1"
 HEADER_LENGTH = "inference-header-content-length"
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -28,18 +30,39 @@ class TensorRequest:
     binary_output: bool
 
 
+def byte_count(text: str | None) -> int | None:
+    """A header's byte count: ASCII digits only (`str.isdigit` takes '²', which `int` refuses); None if absent."""
+    if text is None:
+        return None
+    if not _DIGITS.fullmatch(text):
+        raise BodyError(400, f"{text[:20]!r} is not a byte count")
+    return int(text)
+
+
+def _parameters(owner: dict[str, Any], where: str) -> dict[str, Any]:
+    value = owner.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BodyError(400, f"{where} 'parameters' must be an object")
+    return value
+
+
 def parse_infer(body: bytes, header_length: str | None, output_name: str) -> TensorRequest:
     """The signal tensor of a v2 infer request; a malformed one is a BodyError (400)."""
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise BodyError(400, f"Inference-Header-Content-Length {header_length!r}: the body has {len(body)} bytes")
-        head, binary = body[:int(header_length)], body[int(header_length):]
+    length = byte_count(header_length)
+    if length is not None:
+        if length > len(body):
+            raise BodyError(400, f"Inference-Header-Content-Length {length}: the body has {len(body)} bytes")
+        head, binary = body[:length], body[length:]
     else:
         head, binary = body, b""
     try:
         request = json.loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BodyError(400, f"infer request is not JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except RecursionError:
+        raise BodyError(400, "infer request is JSON nested too deep") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
         raise BodyError(400, f"infer request needs 'inputs' with one tensor, {INPUT_NAME!r}")
     tensor = request["inputs"][0]
@@ -52,9 +75,9 @@ def parse_infer(body: bytes, header_length: str | None, output_name: str) -> Ten
             or shape[1:] != [N_SAMPLES, len(LEADS)] or shape[0] < 1):
         raise BodyError(400, f"input shape {shape}, expected [N, {N_SAMPLES}, {len(LEADS)}] with N >= 1")
     count = shape[0] * N_SAMPLES * len(LEADS)
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(tensor, "input").get("binary_data_size")
     if size is not None:
-        if size != count * 4 or len(binary) != size:
+        if not isinstance(size, int) or size != count * 4 or len(binary) != size:
             raise BodyError(400, f"binary input of {len(binary)} bytes (declared {size}): shape {shape} "
                                  f"needs {count * 4}")
         signal = np.frombuffer(binary, dtype="<f4").reshape(shape)
@@ -62,17 +85,19 @@ def parse_infer(body: bytes, header_length: str | None, output_name: str) -> Ten
         data = tensor.get("data")
         try:
             signal = np.asarray(data, dtype=np.float32).reshape(shape)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             raise BodyError(400, f"input data does not hold {count} numbers for shape {shape}") from None
     if not np.isfinite(signal).all():
         raise BodyError(400, "input holds NaN or infinite values")
     outputs = request.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise BodyError(400, "'outputs' must be a list")
     for out in outputs:
         if not isinstance(out, dict) or out.get("name") != output_name:
-            raise BodyError(400, f"unknown output {out.get('name') if isinstance(out, dict) else out!r}: "
-                                 f"the model has {output_name!r}")
-    asked = [bool((o.get("parameters") or {}).get("binary_data")) for o in outputs]
-    binary_output = any(asked) or bool((request.get("parameters") or {}).get("binary_data_output"))
+            named = out.get("name") if isinstance(out, dict) else out
+            raise BodyError(400, f"unknown output {str(named)[:40]!r}: the model has {output_name!r}")
+    asked = [bool(_parameters(o, "output").get("binary_data")) for o in outputs]
+    binary_output = any(asked) or bool(_parameters(request, "request").get("binary_data_output"))
     request_id = request.get("id")
     return TensorRequest(None if request_id is None else str(request_id), signal, binary_output)
 

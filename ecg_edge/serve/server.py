@@ -17,9 +17,13 @@ from ecg_edge.backends import GPU_ORDER, choose_backend
 from ecg_edge.errors import InputError, MachineError
 from ecg_edge.manifest import Manifest
 from ecg_edge.serve.options import DEFAULT_REQUEST_TIMEOUT_S, ServeOptions
-from ecg_edge.serve.proxy import check_proxy, proxy_environment
+from ecg_edge.serve.proxy import check_proxy, proxy_environment, ray_http_host, scoped_environment
 
 APP_NAME = "ecg-edge"
+# A local Ray takes 127.0.0.1 as its node's address with this (Ray's single-machine mode, meant for macOS
+# and Windows), and with it binds every one of its own listeners (GCS, raylet, workers, agents, metrics)
+# on loopback: measured with `ss -ltnp` on Ray 2.60 (tests/test_hostile.py).
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # Each replica holds a Python, a model and neurokit2 (~0.5 GB): a cap keeps `auto` sane on big hosts.
 MAX_AUTO_REPLICAS = 8
 
@@ -80,7 +84,9 @@ def serve_until_stopped(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop` is set), then drain and stop what was started here."""
     check_proxy(proxy, ray_address)
-    with proxy_environment(proxy) as note:  # Ray reads its proxy mode from the environment it starts in
+    # Ray reads its proxy mode, and where a local Ray listens, from the environment it starts in
+    with (proxy_environment(proxy, host, port) as note,
+          scoped_environment(LOOPBACK_RAY if ray_address is None else {})):
         if note:
             log(note)
         _serve_until_stopped(options, host, port, replicas, ray_address, log, stop, request_timeout_s, proxy)
@@ -101,7 +107,9 @@ def _serve_until_stopped(
         # Ray took its proxy mode from the environment it started in, before this was set
         raise InputError(None, "--proxy haproxy starts its own Ray: this process already runs one")
     if started_ray:
-        ray.init(address=ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        # "local": a Ray of its own, never one another program left running on this machine
+        ray.init(address=ray_address or "local", include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)
     # the CPUs Ray can give now: this machine's, or the cluster's free ones with --ray-address
     count, why = replica_count(replicas, options.backend,
                                int(ray.available_resources().get("CPU", os.cpu_count() or 1)))
@@ -109,14 +117,16 @@ def _serve_until_stopped(
     stop = stop or threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+        serve.start(http_options={"host": ray_http_host(proxy, host), "port": port,
+                                  "request_timeout_s": request_timeout_s})
         serve.run(application(options, count), name=APP_NAME, route_prefix="/", blocking=False)
         log(f"serving on http://{host}:{port}/ ({count} replica{'s' * (count > 1)} ({why}), {options.backend} "
             f"{options.precision}, batches of up to {options.max_batch} requests): POST /v1/ecg, "
             "POST /v2/models/ecg/infer; Ctrl-C stops")
-        ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
-        if ports:
-            log("metrics (Prometheus, Ray's and ecg_edge_*): " + ", ".join(f"http://<node>:{p}/metrics" for p in ports))
+        nodes = sorted({(n["NodeManagerAddress"], n["MetricsExportPort"]) for n in ray.nodes()
+                        if n.get("Alive") and n.get("MetricsExportPort")})
+        if nodes:
+            log("metrics (Prometheus, Ray's and ecg_edge_*): " + ", ".join(f"http://{a}:{p}/metrics" for a, p in nodes))
         stop.wait()
         log("stopping: answering the requests in flight")
     finally:
