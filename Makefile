@@ -11,9 +11,11 @@ $(BIN)/ecg-edge: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[train,dev]"
 	touch $@
 
-# Real recordings beside the checkout, when present: the 336 labelled ones of ../shared/data/real are
-# fine-tuned on (a share held out and scored), and validate the export; else ../shared/data/wfdb.
-RECORDS := $(firstword $(wildcard ../shared/data/real) $(wildcard ../shared/data/wfdb))
+# Real recordings beside the checkout, when present: the labelled folders the default model was trained
+# on (its test part scores it and the transfer model, its validation and test parts gate the export);
+# else ../shared/data/wfdb, to validate the export and infer on.
+LABELLED := $(wildcard ../shared/data/real ../shared/data/ptbxl ../shared/data/cinc-more)
+RECORDS := $(or $(LABELLED),$(wildcard ../shared/data/wfdb))
 
 demo: $(BIN)/ecg-edge
 	$(BIN)/ecg-edge demo $(addprefix --records ,$(RECORDS))
