@@ -151,18 +151,24 @@ def ship(args: argparse.Namespace) -> None:
     from ecg_edge.training.models import build_ribeiro, load_keras_model
 
     report = json.loads(Path(args.report).read_text())
+    if args.model is not None and Path(args.model).resolve() != Path(report["model"]).resolve():
+        raise SystemExit(f"not shipped: {args.report} scores {report['model']}, not {args.model}")
     new = mean_auroc(report["pooled"])
     if info_path(DEFAULT_MODEL).exists() and not args.force:
         old = json.loads(info_path(DEFAULT_MODEL).read_text()).get("test", {}).get("mean_auroc", 0.0)
         if new <= old:
             raise SystemExit(f"not shipped: pooled test AUROC {new:.3f} does not beat the shipped {old:.3f}")
-    _, trained, info = load_keras_model(args.model or args.work / "model.keras")
+    _, trained, info = load_keras_model(report["model"])
+    corpus, parts = corpus_and_parts(args.data, args.work)
     model = build_ribeiro()
     model.set_weights(trained.get_weights())
     DEFAULT_MODEL.parent.mkdir(parents=True, exist_ok=True)
     model.save(DEFAULT_MODEL)
-    info = {**info, "trained_on": list(DEFAULT_FOLDERS), "split": SPLIT_TEXT, "seed": args.seed,
+    info = {**info, "trained_on": list(DEFAULT_FOLDERS), "split": SPLIT_TEXT,
             "version": args.version, "card": "docs/model-card.md",
+            # what it learned from and what chose its epoch and thresholds: scores elsewhere leave them out
+            "trained_exams": sorted(e for e, p in parts.items() if p == "train"),
+            "validation_exams": sorted(e for e, p in parts.items() if p == "validation"),
             "test": {"n": report["n_test"], "mean_auroc": new,
                      "auroc": {c: s["auroc"] for c, s in report["pooled"].items()},
                      "f1": {c: s["f1"] for c, s in report["pooled"].items()}}}

@@ -50,7 +50,7 @@ def _split_name(split: str) -> str:
     return split
 
 
-def _training_set(data: list[Path], usage: str, near: Path, task: str, also: tuple[Path, ...] = ()) -> Any:
+def _training_set(data: list[Path], usage: str, near: Path, task: str) -> Any:
     """A context giving (HDF5 files, labels CSV) to train from: several folders each with its own
     labels.csv through the corpus cache in the model home, else DATA [DATA2 ...] LABELS.csv."""
     import contextlib
@@ -62,18 +62,21 @@ def _training_set(data: list[Path], usage: str, near: Path, task: str, also: tup
 
         corpus = build_corpus(data, model_home() / "cache", log=say)
         return contextlib.nullcontext((corpus.files, corpus.labels_csv))
+    if data and data[-1].is_dir() and any(is_labelled_folder(p) for p in data):
+        unlabelled = next(p for p in data if not is_labelled_folder(p))
+        raise InputError(unlabelled, "no labels.csv in this folder (the others given have one)")
     from ecg_edge.training.labels import training_inputs
 
-    inputs, labels = _data_and_labels(data, usage, also)
+    inputs, labels = _data_and_labels(data, usage)
     return training_inputs(inputs, labels, near, task)
 
 
-def _data_and_labels(data: list[Path], usage: str, also: tuple[Path, ...] = ()) -> tuple[list[Path], Path]:
+def _data_and_labels(data: list[Path], usage: str) -> tuple[list[Path], Path]:
     """DATA [DATA2 ...] LABELS.csv, each there."""
     if len(data) < 2:
         raise InputError(None, usage)
     *inputs, labels = data
-    for path in [*also, *inputs, labels]:
+    for path in [*inputs, labels]:
         if not path.exists():
             raise InputError(path, "no such file")
     return inputs, labels

@@ -87,16 +87,26 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
         f"(docs/model-card.md); split: {card.get('split', '?')}")
 
     console.rule("2/6 data the default model never trained on")
+    others = [r for r in records if r not in labelled]
     if labelled:
         corpus = build_corpus(labelled, home / "cache", log=say)
         parts = default_parts(corpus.rows)
+        trained = set(card.get("trained_exams", []))
+        moved = [e for e, p in parts.items() if p != "train" and e in trained]
+        for exam_id in moved:  # what the model learned from is never scored, whatever the split says now
+            parts[exam_id] = "train"
+        if moved:
+            say(f"{len(moved)} exams the default model trained on are left out of the scores and gates")
+        for part in ("train", "test"):
+            if not any(p == part for p in parts.values()):
+                raise InputError(labelled[0], f"too few labelled recordings: none falls in the {part} part")
         n_train = sum(p == "train" for p in parts.values())
         share = min(1.0, DEMO_TRANSFER_EXAMS / max(n_train, 1))
         fit_h5, fit_csv = write_part(corpus, parts, ["train"], data / "transfer-train.h5", share=share)
         test_h5, test_csv = write_part(corpus, parts, ["test"], data / "test.h5")
         gate_h5, _ = write_part(corpus, parts, ["validation", "test"], data / "gate.h5")
         calibration = [write_part(corpus, parts, ["train"], data / "calibration.h5", share=0.1)[0]]
-        export_inputs, infer_inputs = [gate_h5], [test_h5]
+        export_inputs, infer_inputs = [gate_h5, *others], [test_h5, *others]
         transfer_epochs, transfer_options = REAL_TRANSFER_EPOCHS, real_transfer_recipe(seed, REAL_TRANSFER_EPOCHS)
         where = f"the test part of {', '.join(r.name for r in labelled)} ({SPLIT_TEXT})"
     else:

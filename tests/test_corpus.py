@@ -18,21 +18,8 @@ from ecg_edge.training import corpus as corpus_module  # noqa: E402
 from ecg_edge.training.corpus import assign_parts, build_corpus, corpus_rows, folder_key  # noqa: E402
 
 PTBXL = Path(__file__).parent / "data" / "ptbxl"
+CINC = Path(__file__).parent / "data" / "cinc"
 SAME_PATIENT = ("08884_hr", "09409_hr")  # PTB-XL patient 12827
-
-
-def test_flac_wfdb_reads_like_any_wfdb_record():
-    import wfdb
-
-    from ecg_edge.readers import format_of, read_recording
-
-    path = PTBXL / "00043_hr.hea"
-    record = read_recording(path)
-    reference = wfdb.rdrecord(str(PTBXL / "00043_hr"))
-    assert format_of(path) == "wfdb"
-    assert {f for f in reference.fmt} == {"516"} and len(set(reference.file_name)) == 2  # two FLAC files
-    assert record.fs == 500 and record.signal.shape == (5000, 12)
-    np.testing.assert_allclose(record.signal, reference.p_signal, atol=1e-6)  # mV, every lead of both files
 
 
 def _wfdb_folder(folder: Path, n: int, rate_hz: int = 500) -> Path:
@@ -61,6 +48,80 @@ def folders(tmp_path: Path) -> list[Path]:
     ptbxl = tmp_path / "ptbxl"
     shutil.copytree(PTBXL, ptbxl)
     return [ptbxl, _wfdb_folder(tmp_path / "other", 6)]
+
+
+def test_a_folder_of_each_kind_goes_into_one_corpus(tmp_path):
+    """PTB-XL (FLAC WFDB, patients), CinC (.mat, CPSC and Georgia headers) and a CODE-layout HDF5 file
+    labelled `FILE.h5#i`, as the three real folders hold them."""
+    import h5py
+    from conftest import write_code_hdf5
+
+    code = tmp_path / "code"
+    code.mkdir()
+    write_code_hdf5(code / "exams.h5", np.random.default_rng(1).normal(0, 0.2, (3, 4096, 12)), exam_ids=[7, 8, 9])
+    with open(code / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["record", "source", *CLASSES, "normal"])
+        writer.writerows([f"exams.h5#{i}", "CODE-test", 0, 0, 0, 0, int(i == 8), 0, int(i != 8)] for i in (7, 8, 9))
+    corpus = build_corpus([PTBXL, CINC, code], tmp_path / "cache")
+    ids = set()
+    for path in corpus.files:
+        with h5py.File(path, "r") as f:
+            ids |= {v.decode() for v in f["exam_id"][:]}
+            assert np.abs(f["tracings"][:]).max() > 0.05  # signals, not zeros
+    assert ids == {r["exam_id"] for r in corpus.rows}
+    assert {"cinc/A0002", "cinc/E00001", "code/exams.h5#8", "ptbxl/00482_hr"} <= ids
+    sources = {r["exam_id"]: r["source"] for r in corpus.rows}
+    assert sources["cinc/E00001"] == "CinC" and sources["code/exams.h5#8"] == "CODE-test"
+    assert {r["exam_id"]: r["AF"] for r in corpus.rows}["code/exams.h5#8"] == "1"
+
+
+def _labels_only(folder: Path, rows: list[dict[str, str]]) -> Path:
+    folder.mkdir(parents=True)
+    columns = ["record", "source", *CLASSES, "normal", "patient_id", "strat_fold"]
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({c: row.get(c, "0") for c in columns} for row in rows)
+    return folder
+
+
+def test_a_cinc_copy_of_a_ptbxl_record_joins_its_patient_whatever_the_order(tmp_path):
+    ptbxl = _labels_only(tmp_path / "ptbxl", [
+        {"record": "06000_hr", "source": "PTB-XL", "patient_id": "42", "strat_fold": "8"},
+        {"record": "06001_hr", "source": "PTB-XL", "patient_id": "42", "strat_fold": "8"}])
+    cinc = _labels_only(tmp_path / "cinc", [{"record": "HR06000", "source": "CinC", "patient_id": "",
+                                             "strat_fold": ""}])
+    for order in ([ptbxl, cinc], [cinc, ptbxl]):
+        rows = corpus_rows(order)
+        parts = assign_parts(rows, 0.5, 0.5, {"8": "test"}, seed="x")
+        assert {r["exam_id"]: r["group"] for r in rows}["cinc/HR06000"] == "ptbxl-patient/42"
+        assert {parts[e] for e in ("ptbxl/06000_hr", "ptbxl/06001_hr", "cinc/HR06000")} == {"test"}
+
+
+def test_stale_caches_are_only_the_folders_own(tmp_path):
+    """`set` and `set-more` are two folders: refreshing one never removes the other's cache."""
+    a, b = _wfdb_folder(tmp_path / "set", 2), _wfdb_folder(tmp_path / "set-more", 2)
+    cache = tmp_path / "cache"
+    first = build_corpus([b, a], cache)
+    signal_file = a / "rec0.dat"
+    os.utime(signal_file, ns=(signal_file.stat().st_atime_ns, signal_file.stat().st_mtime_ns + 10**9))
+    second = build_corpus([b, a], cache)
+    assert second.files[0] == first.files[0] and second.files[0].exists()
+    assert second.files[1] != first.files[1] and not first.files[1].exists()
+
+
+@pytest.mark.parametrize("split", ["tail", "record"])
+def test_any_split_of_a_corpus_is_by_patient(folders, tmp_path, split):
+    from ecg_edge.training.data import train_validation_sequences
+
+    corpus = build_corpus(folders, tmp_path / "cache")
+    groups = {r["exam_id"]: r["group"] for r in corpus.rows}
+    for seed in range(8):
+        train, val = train_validation_sequences(corpus.files, corpus.labels_csv, "six", 4, 0.4, seed, split=split)
+        train_groups = {groups[train._ids[f][r]] for f, r in train.index}
+        val_groups = {groups[val._ids[f][r]] for f, r in val.index}
+        assert train_groups and val_groups and train_groups.isdisjoint(val_groups)
 
 
 def test_corpus_rows_name_sources_and_patients(folders):

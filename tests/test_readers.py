@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -145,3 +146,20 @@ def test_all_real_cinc_records_read():
     for header in odd:
         recording = read_recording(header)
         assert recording.id == header.stem and recording.signal.shape[1] == 12
+
+
+PTBXL_RECORDS = Path(__file__).parent / "data" / "ptbxl"  # in the repository: runs without ../shared
+
+
+def test_flac_wfdb_reads_like_any_wfdb_record():
+    import wfdb
+
+    from ecg_edge.readers import format_of
+
+    path = PTBXL_RECORDS / "00043_hr.hea"
+    record = read_recording(path)
+    reference = wfdb.rdrecord(str(PTBXL_RECORDS / "00043_hr"))
+    assert format_of(path) == "wfdb"
+    assert {f for f in reference.fmt} == {"516"} and len(set(reference.file_name)) == 2  # two FLAC files
+    assert record.fs == 500 and record.signal.shape == (5000, 12)
+    np.testing.assert_allclose(record.signal, reference.p_signal, atol=1e-6)  # mV, every lead of both files

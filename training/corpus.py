@@ -18,14 +18,15 @@ import csv
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecg_edge import __version__
 from ecg_edge.errors import InputError
 from ecg_edge.preprocess import PREPARE_VERSION
 from ecg_edge.spec import CLASSES, LEADS, N_SAMPLES, NORMAL_COLUMN
+from ecg_edge.staging import staged
 
 LABELS_NAME = "labels.csv"
 CORPUS_COLUMNS = ("exam_id", *CLASSES, NORMAL_COLUMN, "source", "group", "fold")
@@ -55,10 +56,10 @@ def is_labelled_folder(path: Path) -> bool:
 
 
 def folder_key(folder: Path) -> str:
-    """What a folder's cache depends on: every file's relative path, size and modification time, and
-    the preprocessing version. Hashing names and stat, not contents, keeps a check of 2,000 records
-    to milliseconds."""
-    digest = hashlib.sha256(f"prepare {PREPARE_VERSION}\n".encode())
+    """What a folder's cache depends on: every file's relative path, size and modification time, the
+    preprocessing version and the package's (its readers). Hashing names and stat, not contents,
+    keeps a check of 2,000 records to milliseconds."""
+    digest = hashlib.sha256(f"prepare {PREPARE_VERSION} ecg-edge {__version__}\n".encode())
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
@@ -79,22 +80,28 @@ def _cache_folder(folder: Path, cache: Path, log: Callable[[str], None]) -> Path
 
     from ecg_edge.training.labels import labelled_hdf5
 
-    name = folder.resolve().name
+    name = folder_name(folder)
     target = cache / f"{name}-{folder_key(folder)}.h5"
     if target.exists():
         return target
     log(f"preparing {folder} once into {target} (cached until a file or the preprocessing changes)")
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".corpus-", dir=cache) as tmp:
-        h5, _ = labelled_hdf5([folder], folder / LABELS_NAME, Path(tmp))
+    with staged(cache, "corpus") as stage:  # a killed run's stage is removed by the next
+        h5, _ = labelled_hdf5([folder], folder / LABELS_NAME, stage)
         with h5py.File(h5, "r+") as f:
             ids = [v.decode() if isinstance(v, bytes) else str(v) for v in f["exam_id"][:]]
             f["exam_id"][:] = [f"{name}/{i}" for i in ids]
         os.replace(h5, target)
-    for stale in cache.glob(f"{name}-*.h5"):  # one version a folder
-        if stale != target:
+    own = re.compile(rf"{re.escape(name)}-[0-9a-f]{{16}}\.h5")  # this folder's, not `NAME-more`'s
+    for stale in cache.iterdir():
+        if own.fullmatch(stale.name) and stale != target:  # one version a folder
             stale.unlink(missing_ok=True)
     return target
+
+
+def folder_name(folder: Path) -> str:
+    """A folder's name as given (a link keeps its own name): its exams' id prefix."""
+    return folder.absolute().name
 
 
 def _label(row: dict[str, str], column: str, labels_csv: Path) -> str:
@@ -106,7 +113,7 @@ def _label(row: dict[str, str], column: str, labels_csv: Path) -> str:
 
 def corpus_rows(folders: Sequence[Path]) -> list[dict[str, str]]:
     """Every labelled exam of `folders` as a row of CORPUS_COLUMNS."""
-    per_folder = [(folder.resolve().name, folder / LABELS_NAME, _read_rows(folder / LABELS_NAME)) for folder in folders]
+    per_folder = [(folder_name(folder), folder / LABELS_NAME, _read_rows(folder / LABELS_NAME)) for folder in folders]
     names = [name for name, _, _ in per_folder]
     if len(set(names)) != len(names):
         raise InputError(folders[0], "two folders of the same name: their exam ids would collide")
@@ -168,18 +175,18 @@ def assign_parts(
     With `fold_parts`, rows that have a `fold` go where it says (PTB-XL's patient-wise folds; folds it
     does not name train); the others by a hash of their group (shares `validation` and `test`)."""
     fold_parts = fold_parts or {}
-    by_group: dict[str, str] = {}
-    parts = {}
+    fold_of: dict[str, str] = {}  # first pass: a group with a fold anywhere goes by it, whatever the order
     for row in rows:
-        group = row["group"]
-        if group not in by_group:
-            if row.get("fold") and fold_parts:
-                by_group[group] = fold_parts.get(row["fold"], "train")
-            else:
-                rank = group_rank(group, seed)
-                by_group[group] = "validation" if rank < validation else "test" if rank < validation + test else "train"
-        parts[row["exam_id"]] = by_group[group]
-    return parts
+        if row.get("fold") and fold_of.setdefault(row["group"], row["fold"]) != row["fold"]:
+            raise InputError(None, f"patient {row['group']} is in folds {fold_of[row['group']]} and {row['fold']}")
+    by_group: dict[str, str] = {}
+    for group in dict.fromkeys(row["group"] for row in rows):
+        if fold_parts and group in fold_of:
+            by_group[group] = fold_parts.get(fold_of[group], "train")
+        else:
+            rank = group_rank(group, seed)
+            by_group[group] = "validation" if rank < validation else "test" if rank < validation + test else "train"
+    return {row["exam_id"]: by_group[row["group"]] for row in rows}
 
 
 def part_rows(rows: Sequence[dict[str, str]], parts: dict[str, str], *wanted: str) -> list[dict[str, str]]:

@@ -142,6 +142,11 @@ def read_text_column(path: str | Path, column: str) -> dict[str, str]:
         return {str(row["exam_id"]).strip(): (row.get(column) or "").strip() for row in csv.DictReader(f)}
 
 
+def _has_column(path: str | Path, column: str) -> bool:
+    with open(path, newline="") as f:
+        return column in (csv.DictReader(f).fieldnames or [])
+
+
 def _held_by_patient(labels_csv: str | Path, exam_ids: Sequence[str], fraction: float, seed: int) -> set[str]:
     """Validation exams split by patient: as the CSV's `part` column says where it has one, else
     whole groups (its `group` column, the exam itself without one) by a hash, about `fraction` of them."""
@@ -162,8 +167,10 @@ def train_validation_sequences(
     """Split exams into training and validation, keeping only exams that have labels. `split`: 'tail'
     holds out the last `validation_fraction` (as the reference does on CODE); 'record' holds out
     exams by a hash of their id (a record key for sets labelled by record: one recording never on
-    both sides, and the same split whatever the order of the files). `augment` and `balance`
-    (sample weights that lift rare classes) apply to the training side only."""
+    both sides, and the same split whatever the order of the files); 'patient' holds out whole
+    patients (see _held_by_patient), and is the split whatever was asked where the CSV has a `group`
+    column (a corpus: training/corpus.py). `augment` and `balance` (sample weights that lift rare
+    classes) apply to the training side only."""
     if split not in SPLITS:
         raise InputError(None, f"unknown split {split!r}: {' or '.join(SPLITS)}")
     labels = read_labels_csv(labels_csv, task)
@@ -178,6 +185,8 @@ def train_validation_sequences(
     if len(index) < 2:
         raise InputError(labels_csv, "fewer than 2 exams have both a tracing and labels")
     n_val = max(1, int(round(len(index) * validation_fraction)))
+    if split != "patient" and _has_column(labels_csv, GROUP_COLUMN):
+        split = "patient"  # a corpus knows its patients: no split may put one on both sides
     if split == "patient":
         held_ids = _held_by_patient(labels_csv, list(exam_of.values()), validation_fraction, seed)
         train_index = [p for p in index if exam_of[p] not in held_ids]

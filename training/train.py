@@ -191,7 +191,7 @@ def _fit(
     info = {"task": options.task, "kind": kind, "classes": classes,
             "thresholds": choose_thresholds(model, val, classes),
             "thresholds_source": f"max F1 on {len(val.index)} validation exams",
-            "trained_on": [str(p) for p in data],
+            "trained_on": [str(p) for p in data], "seed": options.seed,
             "epochs_run": len({r["epoch"] for r in _read_log(work_dir / "training.csv")})}
     tmp = out.with_name(out.name + ".part.keras")
     model.save(tmp)
