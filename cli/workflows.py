@@ -78,7 +78,7 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
     started = time.perf_counter()
 
     def say(line: str) -> None:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     console.rule("1/6 the shipped default model becomes the home model")
     model_path = install_default(home, log=say)
@@ -121,7 +121,8 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
     say(f"transfer model: {hdf5_exam_count(fit_h5)} exams to fine-tune on; scores on {hdf5_exam_count(test_h5)} "
         f"exams of {where}")
 
-    console.rule(f"3/6 the binary transfer model fine-tuned from it ({transfer_epochs} epochs)")
+    console.rule(f"3/6 the binary transfer model fine-tuned from it ({transfer_epochs} "
+                 f"epoch{'s' if transfer_epochs > 1 else ''})")
     t0 = time.perf_counter()
     transfer_path, _ = finetune_model(model_path, [fit_h5], fit_csv, home / "transfer.keras", transfer_options,
                                       epoch_end=epoch_printer(transfer_epochs, console))
