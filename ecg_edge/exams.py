@@ -6,7 +6,7 @@ measurements; in batches; split into fixed shards for job arrays.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,10 +171,15 @@ def iter_exams(
 def iter_batches(
     paths: Sequence[Path], batch: int, options: ReadOptions, on_skip: Callable[[str], None],
 ) -> Iterator[Batch]:
-    """Batches of `batch` exams from any mix of formats, in input order."""
+    """Batches of `batch` exams from any mix of formats, in input order, read in this process."""
+    return batches_of(iter_exams(paths, options, on_skip), batch)
+
+
+def batches_of(items: Iterable[tuple[Exam, np.ndarray]], batch: int) -> Iterator[Batch]:
+    """(exam, model input) pairs, from this process or from input workers, in batches of `batch`."""
     exams: list[Exam] = []
     rows: list[np.ndarray] = []
-    for exam, x in iter_exams(paths, options, on_skip):
+    for exam, x in items:
         exams.append(exam)
         rows.append(x)
         if len(rows) == batch:
