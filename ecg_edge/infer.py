@@ -22,7 +22,7 @@ from ecg_edge import exams, results
 from ecg_edge.backends.base import Backend
 
 # What callers of run_inference name beside it: its options, its batches, its result.
-from ecg_edge.exams import Batch, ReadOptions, batches_of, iter_batches, iter_exams
+from ecg_edge.exams import Batch, ReadOptions, batches_of, iter_batches
 from ecg_edge.input_pool import Budget, InputPool, InputStats, timed_exams
 from ecg_edge.readers import expand_inputs
 from ecg_edge.results import InferenceRun
@@ -105,9 +105,9 @@ def run_inference(
     start = time.perf_counter()
     pool = InputPool(workers, options, budget) if workers else None
     run.input = pool.stats if pool else InputStats()
-    exams = pool.exams(paths, skip) if pool else timed_exams(iter_exams(paths, options, skip), run.input)
+    items = pool.exams(paths, skip) if pool else timed_exams(exams.iter_exams(paths, options, skip), run.input)
     # Closed in this order: the workers first, which frees the gathering thread, then that thread.
-    with contextlib.closing(_read_ahead(batches_of(exams, batch), QUEUE_BATCHES)) as batches, \
+    with contextlib.closing(_read_ahead(batches_of(items, batch), QUEUE_BATCHES)) as batches, \
             pool or contextlib.nullcontext():
         for item in batches:
             probabilities = backend.infer(item.x)

@@ -5,7 +5,7 @@ exams handed back in input order, each recording within a time and memory budget
 Processes, not threads: that work is Python holding the GIL. A small pool of its own rather than
 `ProcessPoolExecutor`, because the parent must know which file each worker is reading, to name it
 when the worker dies or runs past its budget, and to replace that one worker without losing the
-others' work. Workers are spawned (the parent may run onnxruntime's, Ray's or the reader's threads);
+others' work. Workers fork from a fork server (the parent may run onnxruntime's, Ray's or the reader's threads);
 each holds one unit of work at a time (a recording, or up to `UNIT_EXAMS` exams of an HDF5 file), and
 at most `IN_FLIGHT_PER_WORKER` units per worker are read ahead of the consumer: memory is bounded
 whatever the input size.
@@ -134,15 +134,30 @@ def timed_exams(source: Iterator[tuple[Exam, np.ndarray]], stats: InputStats) ->
 
 # In the worker process.
 
-# Libraries the readers import when they first meet their format.
-_READING_LIBRARIES = ("h5py", "scipy.signal", "scipy.ndimage", "wfdb", "pydicom", "defusedxml.ElementTree", "edfio")
+# What every worker imports: loaded once by the fork server (workers fork from it in milliseconds,
+# where each spawned one took seconds on a busy core) and not counted in a recording's memory budget.
+# The readers of other formats import their libraries when they first meet one.
+_PRELOAD = ("ecg_edge.input_pool", "ecg_edge.exams", "scipy.signal", "scipy.ndimage", "h5py")
+MEASURING = "neurokit2"  # seconds to import: a recording's time budget must not pay it
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel kills this worker when the parent dies, however it dies (SIGKILL included)."""
+
+def _preload(options: ReadOptions) -> list[str]:
+    from ecg_edge.measure import available
+
+    return [*_PRELOAD, *([MEASURING] if options.measure != "off" and available() else [])]
+
+def _die_with_parent(owner: int) -> None:
+    """Linux: the kernel kills this worker when its parent (the fork server, which leaves when the
+    pool's owner does) dies, however it dies (SIGKILL included)."""
     import ctypes
 
+    parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        os._exit(1)
     if os.getppid() != parent:  # the parent went before the request took hold
         os._exit(1)
 
@@ -157,14 +172,14 @@ def _limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
-def _work(conn: Connection, options: ReadOptions, budget: Budget, parent: int) -> None:
+def _work(conn: Connection, options: ReadOptions, budget: Budget, owner: int) -> None:
     """A worker's life: units in, (kind, payload, skipped, seconds) out, until told to stop."""
-    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent(owner)
     from ecg_edge.exams import iter_exams
 
-    for module in _READING_LIBRARIES:  # loaded before the budget: they are the worker's, not a recording's
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module)
+    for module in _preload(options):  # where the workers were spawned rather than forked
+        importlib.import_module(module)
     if os.path.exists("/proc/self/status"):
         _limit_memory(budget.memory_mb)
     conn.send("ready")  # a unit's time counts from here on: starting takes seconds on a busy machine
@@ -191,6 +206,16 @@ def _work(conn: Connection, options: ReadOptions, budget: Budget, parent: int) -
 
 
 # In the parent.
+
+def _context(preload: list[str]) -> Any:
+    """Fork server where there is one (the parent may run onnxruntime's, Ray's or the reader's threads:
+    no plain fork), else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(preload)  # taken by the first pool of a process, which starts the server
+    return context
+
 
 class WorkerFault(RuntimeError):
     """A worker failed for a reason other than its input (a bug): the worker's traceback, the file named."""
@@ -230,19 +255,23 @@ class InputPool:
         self.close()
 
     def _start(self) -> _Worker:
-        context = multiprocessing.get_context("spawn")
+        context = _context(_preload(self.options))
         ours, theirs = context.Pipe()
         process = context.Process(target=_work, args=(theirs, self.options, self.budget, os.getpid()),
                                   name="ecg-edge-input", daemon=True)
         # Ctrl-C reaches the whole process group; the parent alone handles it and stops the workers.
-        # A worker started with SIGINT ignored keeps it ignored (through exec, and in Python).
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
-            process.start()
-        finally:
-            if main:
+        # A fork server started with SIGINT ignored keeps it ignored (through exec, in Python, and in
+        # the workers it forks); only its launch, not the seconds of its imports, runs with SIGINT
+        # ignored here. A spawned worker ignores it once started (`_work`).
+        if context.get_start_method() == "forkserver" and threading.current_thread() is threading.main_thread():
+            from multiprocessing import forkserver
+
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                forkserver.ensure_running()
+            finally:
                 signal.signal(signal.SIGINT, previous)
+        process.start()
         theirs.close()
         return _Worker(process, ours)
 

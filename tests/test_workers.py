@@ -167,13 +167,13 @@ def test_cli_outputs_equal_to_one_process(tmp_path):
     assert all(np.array_equal(h50[k], h52[k]) for k in h50) and len(h50["exam_id"]) > 80
 
 
-def _kill_when_busy(pool: InputPool, killed: threading.Event) -> None:
-    """SIGKILL the pool's first worker as soon as it holds a unit of work."""
+def _kill_when_busy(pool: InputPool, killed: threading.Event, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to the pool's first worker as soon as it holds a unit of work."""
     deadline = time.monotonic() + HANG_S
     while time.monotonic() < deadline:
         worker = pool._workers[0]
         if worker.unit is not None:
-            os.kill(worker.process.pid, signal.SIGKILL)
+            os.kill(worker.process.pid, sig)
             killed.set()
             return
         time.sleep(0.001)
@@ -198,20 +198,27 @@ def test_a_killed_worker_names_the_file_it_was_reading(tmp_path, keep_going):
     assert len(skipped) == 1 and skipped[0].startswith(f"{slow}: the worker reading it stopped"), skipped
 
 
-def test_a_recording_over_the_time_budget_is_stopped_and_refused(tmp_path):
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_a_recording_over_the_time_budget_is_stopped_and_refused(tmp_path, keep_going):
+    """The first recording never ends (its worker is stopped with SIGSTOP as soon as it holds it):
+    refused when its time is up, its worker replaced, the others read."""
     slow = long_npy(tmp_path / "slow.npy", 600)
     good = long_npy(tmp_path / "good.npy", 10)
-    budget = Budget(time_s=0.2)
-    with InputPool(1, ReadOptions(measure="intervals", **NPY_OPTIONS), budget) as pool:
-        with pytest.raises(InputError, match="time budget") as caught:
-            list(pool.exams([slow, good], on_skip=pytest.fail))
-        assert caught.value.path == str(slow)
+    options = ReadOptions(measure="intervals", keep_going=keep_going, **NPY_OPTIONS)
     skipped: list[str] = []
-    with InputPool(1, ReadOptions(measure="off", keep_going=True, **NPY_OPTIONS), budget) as pool:
+    stopped = threading.Event()
+    with InputPool(1, options, Budget(time_s=2.0)) as pool:
         first = pool._workers[0].process.pid
+        threading.Thread(target=_kill_when_busy, args=(pool, stopped, signal.SIGSTOP), daemon=True).start()
+        if not keep_going:
+            with pytest.raises(InputError, match="time budget") as caught:
+                list(pool.exams([slow, good], on_skip=pytest.fail))
+            assert caught.value.path == str(slow)
+            return
         got = list(pool.exams([slow, good, good], on_skip=skipped.append))
-        assert pool._workers[0].process.pid != first  # the stopped worker was replaced
-    assert [e.source for e, _ in got] == [str(good)] * 2 and len(skipped) == 1 and str(slow) in skipped[0]
+        assert stopped.is_set() and pool._workers[0].process.pid != first  # the stopped worker was replaced
+    assert [e.source for e, _ in got] == [str(good)] * 2, skipped
+    assert len(skipped) == 1 and skipped[0].startswith(f"{slow}: took longer than the time budget"), skipped
 
 
 def test_a_recording_over_the_memory_budget_is_refused(tmp_path):
@@ -252,18 +259,20 @@ def _alive(pid: int) -> bool:
 def test_sigterm_and_ctrl_c_stop_the_workers_and_leave_nothing(tmp_path, sig):
     folder = tmp_path / "in"
     folder.mkdir()
-    for k in range(6):
-        long_npy(folder / f"r{k}.npy", 300)
+    recording = long_npy(tmp_path / "r.npy", 600)
+    for k in range(40):  # 40 names of one file: the work of 40 recordings, the disk of one
+        os.link(recording, folder / f"r{k:02d}.npy")
     out = tmp_path / "out.h5"
     proc = subprocess.Popen([sys.executable, "-m", "ecg_edge.cli", "convert", str(folder), str(out), *NPY,
                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + HANG_S
     workers: set[int] = set()
-    while len(workers) < 2 and time.monotonic() < deadline:  # both workers started (and more: the tracker)
-        time.sleep(0.2)
-        workers = _descendants(proc.pid)
-    assert len(workers) >= 2
-    time.sleep(1.0)  # let them take their first files
+    while time.monotonic() < deadline and proc.poll() is None:  # converting, both workers at work
+        workers |= _descendants(proc.pid)
+        if len(workers) >= 3 and list(tmp_path.glob(".out.h5*")):  # the fork server and two workers
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and len(workers) >= 3
     proc.send_signal(sig)
     proc.communicate(timeout=HANG_S)
     assert proc.returncode != 0
