@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import multiprocessing
 import os
 import signal
@@ -43,10 +42,6 @@ IN_FLIGHT_PER_WORKER = 2
 RECORDING_TIME_S = 30.0
 # Address space a worker may add to what it holds once started (numpy, scipy, the readers).
 RECORDING_MEMORY_MB = 2048
-
-# Input-side exams per second of one worker, and what a GPU takes, for `auto_workers` (the figures
-# and the arithmetic: benchmarks/results/input-workers-2026-12-07-vm.md; GPU rates: README).
-EXAMS_PER_S_PER_WORKER = 60.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +133,8 @@ def timed_exams(source: Iterator[tuple[Exam, np.ndarray]], stats: InputStats) ->
 # where each spawned one took seconds on a busy core) and not counted in a recording's memory budget.
 # The readers of other formats import their libraries when they first meet one.
 _PRELOAD = ("ecg_edge.input_pool", "ecg_edge.exams", "scipy.signal", "scipy.ndimage", "h5py")
+# A worker is one core's worth of work: numpy's BLAS threads in each would only crowd the others.
+_ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 MEASURING = "neurokit2"  # seconds to import: a recording's time budget must not pay it
 
 
@@ -267,10 +264,17 @@ class InputPool:
             from multiprocessing import forkserver
 
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            saved = {name: os.environ.get(name) for name in _ONE_THREAD}
+            os.environ.update({name: "1" for name in _ONE_THREAD})
             try:
                 forkserver.ensure_running()
             finally:
                 signal.signal(signal.SIGINT, previous)
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name)
+                    else:
+                        os.environ[name] = value
         process.start()
         theirs.close()
         return _Worker(process, ours)
@@ -414,8 +418,3 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def needed_workers(exams_per_s: float, per_worker: float = EXAMS_PER_S_PER_WORKER) -> int:
-    """Workers that feed a backend taking `exams_per_s`, at `per_worker` exams per second each."""
-    return max(1, math.ceil(exams_per_s / per_worker))
