@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
@@ -182,11 +183,12 @@ def _work(conn: Connection, options: ReadOptions, budget: Budget, owner: int) ->
     conn.send("ready")  # a unit's time counts from here on: starting takes seconds on a busy machine
     while True:
         try:
-            unit = conn.recv()
+            task = conn.recv()
         except EOFError:
             return
-        if unit is None:
+        if task is None:
             return
+        unit, options = task
         start = time.perf_counter()
         skipped: list[str] = []
         reply: tuple[str, Any]
@@ -228,9 +230,11 @@ class _Worker:
 
 
 class InputPool:
-    """`workers` processes reading exams for one consumer at a time: `with InputPool(...) as pool:
-    for exam, x in pool.exams(paths, on_skip)`. Closing it (also on Ctrl-C, SIGTERM turned into
-    KeyboardInterrupt by `sigterm_as_interrupt`, or an error) stops every worker."""
+    """`workers` processes reading exams: for one consumer at a time, in input order (`with
+    InputPool(...) as pool: for exam, x in pool.exams(paths, on_skip)`), or a recording at a time
+    for any number of threads (`pool.read(paths, options)`: a server's requests); a pool serves one
+    way or the other. Closing it (also on Ctrl-C, SIGTERM turned into KeyboardInterrupt by
+    `sigterm_as_interrupt`, or an error) stops every worker."""
 
     def __init__(self, workers: int, options: ReadOptions, budget: Budget | None = None) -> None:
         if workers < 1:
@@ -243,9 +247,12 @@ class InputPool:
         self._closed = threading.Event()
         self._lock = threading.Lock()  # close() (the main thread) against _replace (the reading thread)
         self._failed_starts = 0
+        self._idle: queue.Queue[_Worker] = queue.Queue()  # for `read`; `map` hands out work itself
 
     def __enter__(self) -> InputPool:
         self._workers = [self._start() for _ in range(self.size)]
+        for worker in self._workers:
+            self._idle.put(worker)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -290,14 +297,17 @@ class InputPool:
                 worker.process.join(timeout=5)
                 worker.conn.close()
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> _Worker:
+        """Stop `worker` (if it still runs) and start another in its place."""
         with self._lock:
             if self._closed.is_set():
                 raise InputError(None, "input workers stopped")
             worker.process.kill()
             worker.process.join(timeout=5)
             worker.conn.close()
-            self._workers[self._workers.index(worker)] = self._start()
+            new = self._start()
+            self._workers[self._workers.index(worker)] = new
+            return new
 
     def exams(self, paths: Sequence[Path], on_skip: Callable[[str], None]) -> Iterator[tuple[Exam, np.ndarray]]:
         """(exam, model input) of every input, in input order, as `exams.iter_exams` yields them."""
@@ -319,12 +329,12 @@ class InputPool:
                         break
                     worker.unit, worker.started = (given, unit), time.monotonic()
                     with contextlib.suppress(OSError):  # a worker already gone: _collect finds it so
-                        worker.conn.send(unit)
+                        worker.conn.send((unit, self.options))
                     given += 1
             while next_out in done:  # in input order
                 unit, reply = done.pop(next_out)
                 next_out += 1
-                yield from self._delivered(unit, reply, on_skip)
+                yield from self._delivered(unit, reply, self.options, on_skip)
             if all(w.unit is None for w in self._workers):
                 if not more:
                     return
@@ -349,42 +359,74 @@ class InputPool:
         for worker in busy:
             assert worker.unit is not None
             index, unit = worker.unit
-            if worker.conn in ready:
-                try:
-                    reply = worker.conn.recv()
-                except (EOFError, OSError):
-                    reply = self._gone(worker, unit)
-            elif worker.process.sentinel in ready:
-                reply = self._gone(worker, unit)
+            if worker.conn in ready or worker.process.sentinel in ready:
+                reply = self._reply(worker, unit)
+                if worker.process.exitcode is not None:
+                    self._replace(worker)
             elif now - worker.started > self.budget.time_s:
-                reply = ("input", (str(unit.path), f"took longer than the time budget of a recording "
-                                                   f"({self.budget.time_s:g} s); stopped"), [], now - worker.started)
                 self._replace(worker)
+                reply = self._over_time(unit, now - worker.started)
             else:
                 continue
             worker.unit = None
             done[index] = (unit, reply)
 
-    def _started(self, worker: _Worker) -> None:
-        """A starting worker is ready, or died before it was (then once more, a few times at most)."""
+    def read(self, paths: Sequence[Path], options: ReadOptions) -> list[tuple[Exam, np.ndarray]]:
+        """Every exam of `paths` (a server request's recording) read by one worker, within the budget,
+        with these options; several threads may call it at once, each waiting for an idle worker.
+        Errors raise as in `exams` (and skips are dropped: a request is read whole or refused)."""
+        worker = self._idle.get()
+        try:
+            found: list[tuple[Exam, np.ndarray]] = []
+            for unit in units_of(paths):
+                while not worker.ready:
+                    wait([worker.conn, worker.process.sentinel])
+                    worker = self._started(worker)
+                worker.started = time.monotonic()
+                with contextlib.suppress(OSError):  # a worker already gone: its sentinel says so
+                    worker.conn.send((unit, options))
+                ready = wait([worker.conn, worker.process.sentinel], timeout=self.budget.time_s)
+                reply = self._reply(worker, unit) if ready else self._over_time(unit, self.budget.time_s)
+                if not ready or worker.process.exitcode is not None:
+                    worker = self._replace(worker)
+                found += self._delivered(unit, reply, options, lambda message: None)
+            return found
+        finally:
+            self._idle.put(worker)
+
+    def _reply(self, worker: _Worker, unit: Unit) -> tuple[Any, ...]:
+        """What a worker whose pipe or sentinel is ready has to say: its reply, or that it died."""
+        if worker.conn.poll():
+            try:
+                return worker.conn.recv()
+            except (EOFError, OSError):
+                pass
+        return self._gone(worker, unit)
+
+    def _over_time(self, unit: Unit, seconds: float) -> tuple[Any, ...]:
+        return ("input", (str(unit.path), f"took longer than the time budget of a recording "
+                                          f"({self.budget.time_s:g} s); stopped"), [], seconds)
+
+    def _started(self, worker: _Worker) -> _Worker:
+        """A starting worker is ready, or died before it was (then another, a few times at most)."""
         try:
             worker.ready = worker.conn.recv() == "ready"
+            return worker
         except (EOFError, OSError):
             worker.process.join(timeout=5)
             self._failed_starts += 1
             if self._failed_starts > 3 * self.size:
                 raise WorkerFault(f"input workers fail to start (the last: exit status {worker.process.exitcode})"
                                   ) from None
-            self._replace(worker)
+            return self._replace(worker)
 
     def _gone(self, worker: _Worker, unit: Unit) -> tuple[Any, ...]:
         worker.process.join(timeout=5)
         code = worker.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-        self._replace(worker)
         return ("input", (str(unit.path), f"the worker reading it stopped ({how})"), [], 0.0)
 
-    def _delivered(self, unit: Unit, reply: tuple[Any, ...], on_skip: Callable[[str], None]
+    def _delivered(self, unit: Unit, reply: tuple[Any, ...], options: ReadOptions, on_skip: Callable[[str], None]
                    ) -> Iterator[tuple[Exam, np.ndarray]]:
         kind, payload, skipped, seconds = reply
         self.stats.seconds += seconds
@@ -394,7 +436,7 @@ class InputPool:
             raise WorkerFault(f"{unit.path}: reading it failed in a worker:\n{payload}")
         if kind == "input":
             error = InputError(*payload)
-            if not self.options.keep_going:
+            if not options.keep_going:
                 raise error
             on_skip(str(error))
             return

@@ -281,3 +281,28 @@ def test_sigterm_and_ctrl_c_stop_the_workers_and_leave_nothing(tmp_path, sig):
         time.sleep(0.1)
     assert not [pid for pid in workers if _alive(pid)]
     assert not out.exists() and not list(tmp_path.glob(".out.h5*"))
+
+
+@needs_shared
+def test_read_serves_several_threads_and_survives_a_stopped_worker(tmp_path):
+    """`InputPool.read` (a server replica's requests): threads at once, each recording read whole with its
+    own options and equal to reading it here; a recording over its time (its worker held with SIGSTOP)
+    refused, naming it, and the pool still answering."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = expand_inputs([SHARED_WFDB])[:6] + [REAL_HDF5]
+    rate, off = ReadOptions(measure="rate"), ReadOptions(measure="off")
+    asked = [(path, rate if k % 2 else off) for k, path in enumerate(records)]
+    with InputPool(2, ReadOptions(), Budget(time_s=HANG_S)) as pool, ThreadPoolExecutor(4) as threads:
+        got = list(threads.map(lambda job: pool.read([job[0]], job[1]), asked))
+        for (path, options), exams in zip(asked, got, strict=True):
+            assert_same_exams(list(iter_exams([path], options, on_skip=pytest.fail)), exams)
+        slow = long_npy(tmp_path / "slow.npy", 600)
+        pool.budget = Budget(time_s=1.0)  # the parent keeps the time: shorter from here on
+        os.kill(pool._idle.queue[0].process.pid, signal.SIGSTOP)
+        npy = ReadOptions(measure="off", **NPY_OPTIONS)
+        refused = [threads.submit(pool.read, [slow], npy) for _ in range(2)]
+        errors = [f.exception(timeout=HANG_S) for f in refused]
+        assert any(isinstance(e, InputError) and "time budget" in str(e) and e.path == str(slow) for e in errors)
+        again = pool.read([SHARED_WFDB / "HR06003.hea"], rate)
+        assert_same_exams(list(iter_exams([SHARED_WFDB / "HR06003.hea"], rate, on_skip=pytest.fail)), again)
