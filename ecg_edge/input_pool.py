@@ -5,10 +5,10 @@ exams handed back in input order, each recording within a time and memory budget
 Processes, not threads: that work is Python holding the GIL. A small pool of its own rather than
 `ProcessPoolExecutor`, because the parent must know which file each worker is reading, to name it
 when the worker dies or runs past its budget, and to replace that one worker without losing the
-others' work. Workers fork from a fork server (the parent may run onnxruntime's, Ray's or the reader's threads);
-each holds one unit of work at a time (a recording, or up to `UNIT_EXAMS` exams of an HDF5 file), and
-at most `IN_FLIGHT_PER_WORKER` units per worker are read ahead of the consumer: memory is bounded
-whatever the input size.
+others' work. Workers fork from a fork server (the parent runs threads, onnxruntime's, Ray's and the
+one gathering batches: no plain fork); each holds one unit of work at a time (a recording, or up to
+`UNIT_EXAMS` exams of an HDF5 file), and at most `IN_FLIGHT_PER_WORKER` units per worker are read
+ahead of the consumer: memory is bounded whatever the input size.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ def auto_workers(cpus: int, backend_kind: str) -> int:
     """Worker processes for the input side, from the facts a machine reports: its CPUs and the kind
     of backend (`gpu`, `cpu`, `reference`, or `none` where nothing but the input side runs, as in
     `convert`). A GPU wants more exams than the host's cores can feed (an H100 at tens of thousands
-    of ECG/s, a Jetson Orin at thousands, against ~60 per worker), so every core but the one that
-    runs the parent; a CPU backend shares the cores with the workers: on two cores both work for
-    the workers (the backend takes a fifth of the CPU time an exam costs), from three on one core
-    is left to the backend."""
+    of ECG/s, a Jetson Orin at thousands, against 40-400 a worker: benchmarks/results/input-workers-
+    2026-12-07-vm.md), so every core but the one that runs the parent; a CPU backend shares the cores
+    with the workers: on two cores both work for the workers (the backend takes the smaller part of
+    an exam's CPU time, 9 of 30 ms with INT8 and the rate), from three on one core is left to it."""
     cpus = max(1, cpus)
     if backend_kind == "none" or (backend_kind != "gpu" and cpus <= 2):
         return cpus
@@ -132,8 +132,9 @@ def timed_exams(source: Iterator[tuple[Exam, np.ndarray]], stats: InputStats) ->
 
 # What every worker imports: loaded once by the fork server (workers fork from it in milliseconds,
 # where each spawned one took seconds on a busy core) and not counted in a recording's memory budget.
-# The readers of other formats import their libraries when they first meet one.
-_PRELOAD = ("ecg_edge.input_pool", "ecg_edge.exams", "scipy.signal", "scipy.ndimage", "h5py")
+# WFDB's reader (a second to import, with pandas) is the common one; the readers of other formats
+# import their libraries when they first meet one.
+_PRELOAD = ("ecg_edge.input_pool", "ecg_edge.exams", "scipy.signal", "scipy.ndimage", "h5py", "wfdb")
 # A worker is one core's worth of work: numpy's BLAS threads in each would only crowd the others.
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 MEASURING = "neurokit2"  # seconds to import: a recording's time budget must not pay it
@@ -177,7 +178,8 @@ def _work(conn: Connection, options: ReadOptions, budget: Budget, owner: int) ->
     from ecg_edge.exams import iter_exams
 
     for module in _preload(options):  # where the workers were spawned rather than forked
-        importlib.import_module(module)
+        with contextlib.suppress(ImportError):  # as the fork server does
+            importlib.import_module(module)
     if os.path.exists("/proc/self/status"):
         _limit_memory(budget.memory_mb)
     conn.send("ready")  # a unit's time counts from here on: starting takes seconds on a busy machine
