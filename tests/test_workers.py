@@ -167,6 +167,21 @@ def test_cli_outputs_equal_to_one_process(tmp_path):
     assert all(np.array_equal(h50[k], h52[k]) for k in h50) and len(h50["exam_id"]) > 80
 
 
+@needs_shared
+def test_report_files_equal_to_one_process(tmp_path):
+    """`report` with two workers: every sheet (SVG, PNG, thumbnail) and index.html byte for byte as read
+    in this process (traces cross the pipe at the recordings' own rates)."""
+    export = tiny_export(tmp_path / "tiny")
+    records = [str(SHARED_WFDB / name) for name in ("00001_lr.hea", "HR06002.hea", "s0010_re.hea")]
+    files = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"report-{workers}"
+        r = run_cli("report", *records, "--model", str(export), "--out", str(out), "--workers", workers)
+        assert r.exit_code == 0, r.output
+        files[workers] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert files["0"] == files["2"] and len(files["0"]) == 1 + 3 * len(records)
+
+
 def _kill_when_busy(pool: InputPool, killed: threading.Event, sig: int = signal.SIGKILL) -> None:
     """Send `sig` to the pool's first worker as soon as it holds a unit of work."""
     deadline = time.monotonic() + HANG_S
