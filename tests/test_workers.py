@@ -64,6 +64,18 @@ def test_auto_workers_from_the_machines_facts(cpus, kind, expected):
     assert auto_workers(cpus, kind) == expected
 
 
+@pytest.mark.parametrize(("backend", "replicas", "cpus", "asked", "expected"), [
+    ("ort-cpu", 2, 2, None, 1), ("ort-cpu", 8, 16, None, 2), ("ort-cpu", 1, 2, None, 2),
+    ("tensorrt", 1, 16, None, 15), ("ort-cpu", 2, 2, 3, 3), ("ort-cpu", 2, 2, 0, 0),
+])
+def test_serve_replica_workers_from_the_replicas_share_of_the_cpus(backend, replicas, cpus, asked, expected):
+    pytest.importorskip("ray")
+    from ecg_edge.serve.options import ServeOptions
+    from ecg_edge.serve.server import replica_workers
+
+    assert replica_workers(ServeOptions("export", backend, workers=asked), replicas, cpus) == expected
+
+
 def test_parse_workers():
     assert parse_workers("auto") is None and parse_workers("3") == 3 and parse_workers("0") == 0
     with pytest.raises(InputError, match="--workers"):
