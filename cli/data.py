@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from ecg_edge.cli.application import command, console, err_console, log
-from ecg_edge.cli.options import RECORDINGS_HELP, FsOption, KeepGoingOption, LeadsOption, ScaleOption, split_list
+from ecg_edge.cli.options import (
+    RECORDINGS_HELP,
+    FsOption,
+    KeepGoingOption,
+    LeadsOption,
+    ScaleOption,
+    WorkersOption,
+    split_list,
+)
 from ecg_edge.errors import InputError
 
 
@@ -38,10 +46,14 @@ def convert(
     fs: FsOption = None,
     leads: LeadsOption = None,
     keep_going: KeepGoingOption = False,
+    workers: WorkersOption = "auto",
 ) -> None:
     """Any readable recordings into one CODE-layout HDF5 (tracings, exam_id, source), streamed."""
+    import os
+
     from ecg_edge.convert import check_hdf5_output, convert_to_hdf5
     from ecg_edge.exams import ReadOptions, count_exams
+    from ecg_edge.input_pool import auto_workers, parse_workers, sigterm_as_interrupt
     from ecg_edge.progress import progress_bar
     from ecg_edge.readers import expand_inputs
 
@@ -57,8 +69,11 @@ def convert(
         log(f"skipped: {message}")
 
     paths = expand_inputs(sources)  # once: folders are walked and sniffed here only
-    with progress_bar("converting", total=None if keep_going else count_exams(paths)) as advance:
-        n = convert_to_hdf5(paths, out, options, progress=advance, on_skip=report_skip)
+    requested = parse_workers(workers)
+    n_workers = auto_workers(len(os.sched_getaffinity(0)), "none") if requested is None else requested
+    total = None if keep_going else count_exams(paths)
+    with sigterm_as_interrupt(), progress_bar("converting", total=total) as advance:
+        n = convert_to_hdf5(paths, out, options, progress=advance, on_skip=report_skip, workers=n_workers)
     console.print(f"wrote {n} exams to {out} ({len(skipped)} skipped)", highlight=False)
 
 

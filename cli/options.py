@@ -29,6 +29,10 @@ KeepGoingOption = Annotated[bool, typer.Option("--keep-going", help="Report and 
 MeasureOption = Annotated[str, typer.Option(help="Heart rate, PR and QT per exam (the measure extra): off, rate, "
                                                  "intervals, or auto (intervals where sheets are drawn, else the "
                                                  "rate). The rate costs ~9 ms an exam, intervals ~13.")]
+WorkersOption = Annotated[str, typer.Option(help="Processes that read, prepare, check and measure the recordings, "
+                                                 "each within a time and memory budget per recording: a number, "
+                                                 "or auto (from the CPUs and the backend); 0 reads in this process, "
+                                                 "without the budget.")]
 
 # Running a model
 ModelOption = Annotated[Path | None, typer.Option("--model", help="Export folder (default: the model home's).",

@@ -22,6 +22,7 @@ from ecg_edge.cli.options import (
     ScaleOption,
     ThreadsOption,
     ThresholdOption,
+    WorkersOption,
     split_list,
 )
 
@@ -83,8 +84,10 @@ def infer(
                                                          "auto.")] = None,
     ray_actors: Annotated[int | None, typer.Option(min=1, help="Inference actors (default: one per GPU, or "
                                                                "half the CPUs).")] = None,
+    workers: WorkersOption = "auto",
 ) -> None:
     """Probabilities, findings and signal-quality flags per exam, from recordings in any readable format."""
+    from ecg_edge.input_pool import parse_workers, sigterm_as_interrupt
     from ecg_edge.report import INDEX
     from ecg_edge.request import InferRequest, RayOptions, run_request
     from ecg_edge.results import results_table, run_summary
@@ -94,9 +97,10 @@ def infer(
         tuple(recordings), model=model, backend=backend, precision=precision, batch=batch,
         thresholds=tuple(threshold or ()), threads=threads, cuda_graph=cuda_graph,
         read=read_options(scale, fs, leads, keep_going, shard, measure), output=output, report=report,
-        ray=RayOptions(ray_address, ray_actors) if ray or ray_address else None)
+        ray=RayOptions(ray_address, ray_actors) if ray or ray_address else None, workers=parse_workers(workers))
     load_reference([backend])
-    run = run_request(request, log=log)
+    with sigterm_as_interrupt():
+        run = run_request(request, log=log)
     if report is not None:
         console.print(f"wrote {len(run.exams)} sheets and {report / INDEX}", highlight=False)
     console.print(results_table(run))
@@ -134,8 +138,10 @@ def report(
     threads: ThreadsOption = None,
     keep_going: KeepGoingOption = False,
     measure: MeasureOption = "auto",
+    workers: WorkersOption = "auto",
 ) -> None:
     """A 12-lead sheet per exam (PNG and SVG, with findings and quality flags) and a browsable index.html."""
+    from ecg_edge.input_pool import parse_workers, sigterm_as_interrupt
     from ecg_edge.report import INDEX
     from ecg_edge.request import InferRequest, run_request
 
@@ -144,9 +150,10 @@ def report(
         tuple(recordings), model=model, backend=backend, precision=precision, batch=batch,
         thresholds=tuple(threshold or ()), threads=threads,
         read=read_options(scale, fs, leads, keep_going, measure=measure),
-        report=out)
+        report=out, workers=parse_workers(workers))
     load_reference([backend])
-    run = run_request(request, log=log)
+    with sigterm_as_interrupt():
+        run = run_request(request, log=log)
     console.print(f"wrote {len(run.exams)} sheets and {out / INDEX}", highlight=False)
     flagged = sum(1 for e in run.exams if e.quality)
     console.print(f"{len(run.exams)} exams ({flagged} with quality flags, {len(run.skipped)} skipped): "

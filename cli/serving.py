@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from ecg_edge.cli.application import command, log
-from ecg_edge.cli.options import BackendOption, ModelOption, PrecisionOption, ThreadsOption, ThresholdOption
+from ecg_edge.cli.options import (
+    BackendOption,
+    ModelOption,
+    PrecisionOption,
+    ThreadsOption,
+    ThresholdOption,
+    WorkersOption,
+)
 
 
 @command()
@@ -31,9 +38,11 @@ def serve(
                                             "less CPU a request; its stats and metrics on 127.0.0.1).")] = "ray",
     ray_address: Annotated[str | None, typer.Option(help="Join an existing Ray cluster (e.g. auto); default: start "
                                                          "a local one.")] = None,
+    workers: WorkersOption = "auto",
 ) -> None:
     """Serve the export over HTTP: POST a recording to /v1/ecg, tensors to /v2/models/ecg/infer (KServe v2)."""
     from ecg_edge.home import resolve_export_dir
+    from ecg_edge.input_pool import parse_workers
     from ecg_edge.manifest import load_manifest
     from ecg_edge.request import parse_thresholds
     from ecg_edge.serve.options import ServeOptions
@@ -47,7 +56,7 @@ def serve(
     options = ServeOptions(export_dir=str(export_dir.resolve()), backend=backend, precision=precision,
                            threads=threads, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                            max_body_bytes=int(max_body_mb * 2**20),
-                           thresholds=parse_thresholds(threshold or [], classes))
+                           thresholds=parse_thresholds(threshold or [], classes), workers=parse_workers(workers))
     options, why = resolve(options)
     log(f"backend: {options.backend} {options.precision} ({why})")
     serve_until_stopped(options, host, port, asked, ray_address, log, proxy=proxy)

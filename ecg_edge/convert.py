@@ -7,13 +7,15 @@ training or batch-inference set that every command reads.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from ecg_edge.atomic_files import atomic_target
 from ecg_edge.errors import InputError
-from ecg_edge.exams import ReadOptions, iter_batches
+from ecg_edge.exams import ReadOptions, batches_of, iter_exams
+from ecg_edge.input_pool import Budget, InputPool
 from ecg_edge.readers import expand_inputs
 from ecg_edge.results import check_not_an_input
 from ecg_edge.spec import HDF5_SUFFIXES, LEADS, N_SAMPLES, SAMPLING_RATE_HZ, UNITS
@@ -34,8 +36,10 @@ def check_hdf5_output(path: Path, inputs: Sequence[str | Path] = ()) -> None:
 def convert_to_hdf5(
     inputs: Sequence[str | Path], out: str | Path, options: ReadOptions | None = None,
     progress: Callable[[int], None] | None = None, on_skip: Callable[[str], None] | None = None,
+    workers: int = 0, budget: Budget | None = None,
 ) -> int:
-    """Write every exam of `inputs` into `out`; returns the number written. `out` appears only when complete."""
+    """Write every exam of `inputs` into `out`; returns the number written. `out` appears only when complete.
+    `workers`: input worker processes (`ecg_edge.input_pool`), or 0 to read in this process."""
     import h5py
 
     out = Path(out)
@@ -44,7 +48,10 @@ def convert_to_hdf5(
     paths = expand_inputs(inputs)
     n = 0
     text = h5py.string_dtype()
-    with atomic_target(out) as tmp:
+    skip = on_skip or (lambda message: None)
+    pool = InputPool(workers, options, budget) if workers else None
+    exams = pool.exams(paths, skip) if pool else iter_exams(paths, options, skip)
+    with atomic_target(out) as tmp, pool or contextlib.nullcontext():
         with h5py.File(tmp, "w") as f:
             tracings = f.create_dataset("tracings", shape=(0, N_SAMPLES, len(LEADS)), dtype="float32",
                                         maxshape=(None, N_SAMPLES, len(LEADS)), chunks=(1, N_SAMPLES, len(LEADS)))
@@ -53,7 +60,7 @@ def convert_to_hdf5(
             tracings.attrs["units"] = UNITS
             tracings.attrs["sampling_rate_hz"] = SAMPLING_RATE_HZ
             tracings.attrs["leads"] = list(LEADS)
-            for batch in iter_batches(paths, BATCH_EXAMS, options, on_skip or (lambda message: None)):
+            for batch in batches_of(exams, BATCH_EXAMS):
                 k = len(batch.ids)
                 for dataset in (tracings, exam_ids, sources):
                     dataset.resize(n + k, axis=0)

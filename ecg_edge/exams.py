@@ -6,8 +6,8 @@ measurements; in batches; split into fixed shards for job arrays.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,8 @@ import numpy as np
 
 from ecg_edge.errors import InputError
 from ecg_edge.measure import NOT_MEASURED, Measurements, measure
-from ecg_edge.preprocess import prepare
-from ecg_edge.quality import assess
+from ecg_edge.preprocess import Prepared, prepare
+from ecg_edge.quality import Flag, assess, assess_batch
 from ecg_edge.readers import format_of, hdf5_exam_count, is_hdf5, iter_hdf5_chunks, read_recording
 from ecg_edge.readers.hdf5 import code_exam_recording
 from ecg_edge.recording import Recording
@@ -117,25 +117,47 @@ def read_exam(
     """One recording through `prepare` (`padding`: see there): what is known of the exam (`source`: the
     file as the user named it), and its model input."""
     prepared = prepare(recording, scale=options.scale, padding=padding)
+    flags = assess(prepared.signal, prepared.stored, prepared.fs, prepared.pad_samples) if options.assess else []
+    return _exam(recording, source, prepared, options, flags), prepared.x
+
+
+def _exam(recording: Recording, source: str, prepared: Prepared, options: ReadOptions, flags: list[Flag]) -> Exam:
     exam = Exam(recording.id, source, recording.statements, fs=prepared.fs,
                 measurements=_measure(prepared.signal, options))
     if options.assess:
-        flags = assess(prepared.signal, prepared.stored, prepared.fs, prepared.pad_samples)
         exam.quality = [f.as_dict() for f in flags]
         exam.provenance = prepared.provenance
     if options.keep_traces:
         exam.trace = prepared.stored
-    return exam, prepared.x
+    return exam
+
+
+def read_code_exams(
+    exam_ids: Sequence[str], path: Path, block: np.ndarray, options: ReadOptions, on_skip: Callable[[str], None],
+) -> Iterator[tuple[Exam, np.ndarray]]:
+    """Exams of a CODE-layout file (400 Hz, model lead order, zero-padded to 4096 samples) read
+    together: each through `prepare` as any recording, its stored padding kept where it is, the
+    quality flags of the block measured at once (`quality.assess_batch`, the same flags as one at a
+    time). Errors name the exam; with `keep_going` they are reported through `on_skip`."""
+    prepared: list[tuple[Recording, Prepared]] = []
+    for exam_id, x in zip(exam_ids, block, strict=True):
+        recording, padding = code_exam_recording(exam_id, path, x)
+        try:
+            prepared.append((recording, prepare(recording, scale=options.scale, padding=padding)))
+        except InputError as exc:
+            error = InputError(f"{path} (exam {exam_id})", exc.problem)
+            if not options.keep_going:
+                raise error from None
+            on_skip(str(error))
+    flags = (assess_batch([(p.signal, p.stored, p.fs, p.pad_samples) for _, p in prepared]) if options.assess
+             else [[] for _ in prepared])
+    for (recording, p), found in zip(prepared, flags, strict=True):
+        yield _exam(recording, str(path), p, options, found), p.x
 
 
 def read_code_exam(exam_id: str, path: Path, x: np.ndarray, options: ReadOptions) -> tuple[Exam, np.ndarray]:
-    """One exam of a CODE-layout file (400 Hz, model lead order, zero-padded to 4096 samples): the
-    same path as any recording, its stored padding kept where it is; errors name the exam."""
-    recording, padding = code_exam_recording(exam_id, path, x)
-    try:
-        return read_exam(recording, str(path), options, padding)
-    except InputError as exc:
-        raise InputError(f"{path} (exam {exam_id})", exc.problem) from None
+    """One exam of a CODE-layout file (`read_code_exams`); an error names the exam."""
+    return next(read_code_exams([exam_id], path, x[None], replace(options, keep_going=False), lambda message: None))
 
 
 def iter_exams(
@@ -150,15 +172,10 @@ def iter_exams(
             fmt = format_of(path)
             if fmt == "hdf5":
                 for chunk_ids, block in iter_hdf5_chunks(path, rows=rows):
-                    for exam_id, x in zip(chunk_ids, block, strict=True):
-                        if not options.in_shard(f"{path.name}#{exam_id}"):
-                            continue
-                        try:
-                            yield read_code_exam(exam_id, path, x, options)
-                        except InputError as exc:
-                            if not options.keep_going:
-                                raise
-                            on_skip(str(exc))
+                    kept = [k for k, exam_id in enumerate(chunk_ids) if options.in_shard(f"{path.name}#{exam_id}")]
+                    if len(kept) < len(chunk_ids):
+                        chunk_ids, block = [chunk_ids[k] for k in kept], block[kept]
+                    yield from read_code_exams(chunk_ids, path, block, options, on_skip)
             elif options.in_shard(path.name):  # one exam per file: decided before reading it
                 recording = read_recording(path, fs=options.fs, leads=options.leads, fmt=fmt)
                 yield read_exam(recording, str(path), options)
@@ -171,10 +188,15 @@ def iter_exams(
 def iter_batches(
     paths: Sequence[Path], batch: int, options: ReadOptions, on_skip: Callable[[str], None],
 ) -> Iterator[Batch]:
-    """Batches of `batch` exams from any mix of formats, in input order."""
+    """Batches of `batch` exams from any mix of formats, in input order, read in this process."""
+    return batches_of(iter_exams(paths, options, on_skip), batch)
+
+
+def batches_of(items: Iterable[tuple[Exam, np.ndarray]], batch: int) -> Iterator[Batch]:
+    """(exam, model input) pairs, from this process or from input workers, in batches of `batch`."""
     exams: list[Exam] = []
     rows: list[np.ndarray] = []
-    for exam, x in iter_exams(paths, options, on_skip):
+    for exam, x in items:
         exams.append(exam)
         rows.append(x)
         if len(rows) == batch:

@@ -41,6 +41,7 @@ class InferRequest:
     output: Path | None = None  # .csv or .json; on Ray also a new .parquet folder, written by the workers
     report: Path | None = None  # a folder for each exam's sheet and index.html
     ray: RayOptions | None = None  # None: here, in this process
+    workers: int | None = None  # input worker processes; None: auto (input_pool.auto_workers); 0: a thread here
 
     @property
     def parquet(self) -> bool:
@@ -91,8 +92,21 @@ def run_request(request: InferRequest, log: Callable[[str], None] = lambda line:
     return run
 
 
+def input_workers(requested: int | None, backend: str) -> int:
+    """The input workers for a run on `backend` (a name `auto` resolved): as asked, or auto."""
+    import os
+
+    from ecg_edge.backends.registry import spec_of
+    from ecg_edge.input_pool import auto_workers
+
+    if requested is not None:
+        return requested
+    spec = spec_of(backend)
+    return auto_workers(len(os.sched_getaffinity(0)), spec.kind if spec else "cpu")
+
+
 def _here(request: InferRequest, export_dir: Path, log: Callable[[str], None]) -> InferenceRun:
-    """In this process: a reader thread, one backend, sheets drawn in worker processes as batches finish."""
+    """In this process: input worker processes, one backend, sheets drawn in worker processes as batches finish."""
     from ecg_edge.backends import open_backend
     from ecg_edge.infer import run_inference
     from ecg_edge.progress import progress_bar
@@ -115,7 +129,8 @@ def _here(request: InferRequest, export_dir: Path, log: Callable[[str], None]) -
             log(f"backend: {runner.describe()} ({how})")
             run = run_inference(paths, runner, manifest, batch=request.batch, options=options, thresholds=thresholds,
                                 progress=advance, on_skip=lambda message: log(f"skipped: {message}"),
-                                on_batch=writer.add if writer else None)
+                                on_batch=writer.add if writer else None,
+                                workers=input_workers(request.workers, runner.name))
         if not run.exams and not options.shard:  # a shard may hold no exam; a whole input must hold one
             raise InputError(request.inputs[0], "no exam could be read")
         if writer is not None:

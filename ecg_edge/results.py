@@ -17,6 +17,7 @@ import numpy as np
 from ecg_edge.atomic_files import atomic_write, check_target
 from ecg_edge.errors import InputError, one_line
 from ecg_edge.exams import Exam, ExamColumns
+from ecg_edge.input_pool import InputStats
 from ecg_edge.measure import COLUMNS as MEASUREMENT_COLUMNS
 from ecg_edge.measure import method as measurement_method
 from ecg_edge.spec import DISCLAIMER, called, describe_finding
@@ -110,6 +111,7 @@ class InferenceRun(ExamColumns):
     model_sha256: str = ""
     wall_s: float = 0.0
     compute_s: float = 0.0
+    input: InputStats = field(default_factory=InputStats)  # the input side: its workers and their time
 
     def findings(self, probabilities: np.ndarray | None = None) -> list[list[str]]:
         """Per exam (of the run, or of `probabilities`): the classes above their thresholds (binary:
@@ -124,6 +126,17 @@ class InferenceRun(ExamColumns):
     @property
     def throughput(self) -> float:
         return len(self.exams) / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def backend_busy(self) -> float:
+        """The share of the run's time the backend was computing."""
+        return self.compute_s / self.wall_s if self.wall_s else 0.0
+
+    def timing(self) -> dict[str, Any]:
+        """Where the time went: the run's ECG/s, the backend's busy share, the input side's rate and workers."""
+        return {"wall_s": round(self.wall_s, 3), "ecg_per_s": round(self.throughput, 2),
+                "backend_busy": round(self.backend_busy, 3), "input_workers": self.input.workers,
+                "input_exams_per_s": round(self.input.exams_per_s, 2)}
 
 
 def check_output_path(path: Path, inputs: Sequence[str | Path] = ()) -> None:
@@ -153,17 +166,22 @@ def write_results(run: InferenceRun, path: Path) -> None:
 
         atomic_write(path, write_csv)
         return
-    document = results_document(run)
+    document = results_document(run, timing=True)
     atomic_write(path, lambda f: json.dump(document, f, indent=1))
 
 
-def results_document(run: InferenceRun) -> dict[str, Any]:
-    """A run as JSON: what `write_results` writes to .json and `ecg-edge serve` answers."""
+# The one key of a results JSON that differs between two runs of the same inputs; `merge` drops it.
+TIMING = "timing"
+
+
+def results_document(run: InferenceRun, timing: bool = False) -> dict[str, Any]:
+    """A run as JSON: what `write_results` writes to .json (with `timing`) and `ecg-edge serve` answers."""
     schema, findings = run.schema, run.findings()
     facts = {"model_sha256": run.model_sha256, "backend": run.backend, "precision": run.precision}
     return {
         "disclaimer": DISCLAIMER,
         **facts,
+        **({TIMING: run.timing()} if timing else {}),
         "classes": [describe_finding(c) for c in run.classes],
         "thresholds": run.thresholds,
         "measurements": measurement_method(),
@@ -199,7 +217,8 @@ def read_results(path: Path) -> ResultsFile:
     if not isinstance(doc, dict) or not isinstance(doc.get("exams"), list):
         raise InputError(path, "not an ecg-edge results JSON (no 'exams' list)")
     classes = tuple(c.get("abbreviation", "") if isinstance(c, dict) else str(c) for c in doc.get("classes", []))
-    return ResultsFile(path, ResultSchema(classes), doc["exams"], {k: v for k, v in doc.items() if k != "exams"})
+    return ResultsFile(path, ResultSchema(classes), doc["exams"],
+                       {k: v for k, v in doc.items() if k not in ("exams", TIMING)})
 
 
 class _Claims:
@@ -285,7 +304,10 @@ def results_table(run: InferenceRun) -> Any:
 
 
 def run_summary(run: InferenceRun) -> str:
-    """One line: exams, time, throughput, how busy the backend was, exams skipped."""
-    busy = run.compute_s / run.wall_s if run.wall_s else 0.0
+    """One line: exams, time, throughput, how busy the backend was, what the input side delivers and
+    with how many workers, exams skipped."""
+    feed = (f"{run.input.workers} input worker{'s' if run.input.workers != 1 else ''}" if run.input.workers
+            else "input read in this process")
     return (f"{len(run.exams)} exams in {run.wall_s:.2f} s: {run.throughput:.1f} ECG/s "
-            f"(backend busy {busy:.0%} of the time), {len(run.skipped)} skipped")
+            f"(backend busy {run.backend_busy:.0%} of the time; input side {run.input.exams_per_s:.1f} exams/s "
+            f"with {feed}), {len(run.skipped)} skipped")

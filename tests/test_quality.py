@@ -214,3 +214,36 @@ def test_readme_documents_every_flag_with_its_thresholds():
         assert f"`{flag}`" in table, flag
     for key, value in THRESHOLDS.items():
         assert re.search(rf"`{key}` = {value:g}\b", table), key
+
+
+@needs_shared
+def test_hdf5_exams_flagged_in_batches_as_one_at_a_time(tmp_path):
+    """A CODE-layout file's exams are measured together (`quality.assess_batch`): the same flags and
+    values as `assess` one exam at a time, on the 80 real CODE-test exams and on them with each fault
+    put in (so that every flag is raised somewhere)."""
+    import h5py
+
+    from ecg_edge.exams import ReadOptions, iter_exams, read_exam
+    from ecg_edge.readers import iter_hdf5_chunks
+    from ecg_edge.readers.hdf5 import code_exam_recording
+
+    with h5py.File(SHARED / "real" / "code-test-80.h5") as f:
+        real = np.asarray(f["tracings"][:], dtype=np.float32)
+    faulty = []
+    for name, fault in FAULTS.items():
+        for x in real[:6]:
+            y = fault(x, 400.0).astype(np.float32)
+            faulty.append(np.concatenate([y, np.zeros((4096 - len(y), 12), np.float32)]) if name == "padded" else y)
+    paths = [SHARED / "real" / "code-test-80.h5", write_code_hdf5(tmp_path / "faults.h5", np.stack(faulty))]
+    options = ReadOptions(measure="off")
+    batched = [exam for exam, _ in iter_exams(paths, options, on_skip=pytest.fail)]
+    one_by_one = []
+    for path in paths:
+        for ids, block in iter_hdf5_chunks(path):
+            for exam_id, x in zip(ids, block, strict=True):
+                recording, padding = code_exam_recording(exam_id, path, x)
+                one_by_one.append(read_exam(recording, str(path), options, padding)[0])
+    assert [e.quality for e in batched] == [e.quality for e in one_by_one]
+    assert [e.provenance for e in batched] == [e.provenance for e in one_by_one]
+    raised = {q["flag"] for e in batched for q in e.quality}
+    assert raised == set(FLAGS)

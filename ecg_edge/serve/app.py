@@ -23,6 +23,7 @@ from ecg_edge.backends import open_backend
 from ecg_edge.errors import InputError
 from ecg_edge.exams import ReadOptions
 from ecg_edge.infer import model_sha256
+from ecg_edge.input_pool import InputPool
 from ecg_edge.results import InferenceRun, results_document
 from ecg_edge.serve import kserve
 from ecg_edge.serve.bodies import MAX_FILES, BodyError, Upload, read_uploads
@@ -104,6 +105,8 @@ class EcgDeployment:
         self.backend, self.manifest = open_backend(options.export_dir, options.backend, options.precision,
                                                    threads=options.threads)
         self.backend.activate()
+        # requests' recordings read in worker processes, each within its time and memory budget
+        self.inputs = InputPool(options.workers, ReadOptions()).__enter__() if options.workers else None
         self.classes = list(self.manifest["output"]["classes"])
         self.thresholds = {**self.manifest["thresholds"], **options.thresholds}
         self.output_name = self.manifest["output"]["name"]
@@ -173,7 +176,7 @@ class EcgDeployment:
     async def _recording(self, request: Request, body: bytes) -> Response:
         uploads = await uploads_of(request, body)
         options = read_options(request)
-        exams = await asyncio.to_thread(read_uploads, uploads, options)
+        exams = await asyncio.to_thread(read_uploads, uploads, options, self.inputs.read if self.inputs else None)
         probabilities, batch = await self.batched(np.stack([x for _, x in exams]))
         run = InferenceRun(classes=self.classes, thresholds=self.thresholds, exams=[e for e, _ in exams],
                            probabilities=probabilities, backend=self.described, precision=self.backend.precision,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +50,13 @@ def checked_name(name: str | None) -> str:
     return base
 
 
-def read_uploads(uploads: Sequence[Upload], options: ReadOptions) -> list[tuple[Exam, np.ndarray]]:
+def read_uploads(
+    uploads: Sequence[Upload], options: ReadOptions,
+    read: Callable[[list[Path], ReadOptions], list[tuple[Exam, np.ndarray]]] | None = None,
+) -> list[tuple[Exam, np.ndarray]]:
     """(exam, model input) for every exam of the uploaded recording: one for most formats, one per
-    exam of an HDF5 file; a WFDB record comes as its header and signal files."""
+    exam of an HDF5 file; a WFDB record comes as its header and signal files. `read`: how (the
+    replica's input workers, `InputPool.read`); None: here."""
     if not uploads or not any(u.data for u in uploads):
         raise BodyError(400, "empty body: send one recording (any format `ecg-edge infer` reads)")
     if len(uploads) > MAX_FILES:
@@ -73,7 +77,7 @@ def read_uploads(uploads: Sequence[Upload], options: ReadOptions) -> list[tuple[
         if fmt == "npy" and (options.fs is None or not options.leads):
             raise BodyError(400, ".npy carries no sampling rate or lead names: pass the fs and leads query parameters")
         try:
-            exams = list(iter_exams([target], options, on_skip=lambda message: None))
+            exams = read([target], options) if read else list(iter_exams([target], options, on_skip=lambda m: None))
         except InputError as exc:  # the temporary path is the server's business, the name the client's
             raise BodyError(400, f"{target.name}: {_unplaced(exc.problem, folder)}") from None
         except Exception as exc:  # a library's own error on a malformed file: still the body's fault

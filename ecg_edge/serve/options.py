@@ -18,3 +18,4 @@ class ServeOptions:
     batch_wait_ms: float = 5.0
     max_body_bytes: int = DEFAULT_MAX_BODY_MB * 2**20
     thresholds: dict[str, float] = field(default_factory=dict)
+    workers: int | None = None  # input worker processes in each replica; None: auto (server.replica_workers)

@@ -65,6 +65,16 @@ def replica_threads(options: ServeOptions, replicas: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // replicas)
 
 
+def replica_workers(options: ServeOptions, replicas: int, cpus: int) -> int:
+    """Input worker processes in each replica (`ecg_edge.input_pool`; each request's recording read
+    within the time and memory budget): as asked, or auto from the CPUs a replica has."""
+    from ecg_edge.input_pool import auto_workers
+
+    if options.workers is not None:
+        return options.workers
+    return auto_workers(max(1, cpus // replicas), "gpu" if options.backend in GPU_ORDER else "cpu")
+
+
 def application(options: ServeOptions, replicas: int) -> Any:
     from ecg_edge.serve.app import EcgDeployment
 
@@ -113,7 +123,8 @@ def _serve_until_stopped(
     # the CPUs Ray can give now: this machine's, or the cluster's free ones with --ray-address
     count, why = replica_count(replicas, options.backend,
                                int(ray.available_resources().get("CPU", os.cpu_count() or 1)))
-    options = replace(options, threads=replica_threads(options, count))
+    options = replace(options, threads=replica_threads(options, count),
+                      workers=replica_workers(options, count, os.cpu_count() or 1))
     stop = stop or threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
