@@ -110,8 +110,9 @@ def test_work_in_flight_is_bounded(tmp_path):
     path = tmp_path / "many.h5"
     import h5py
 
-    with h5py.File(path, "w") as f:
-        f.create_dataset("tracings", shape=(2000, 4096, 12), dtype="float32", chunks=(16, 4096, 12))
+    with h5py.File(path, "w") as f:  # written, not a fill value: a file must store what it declares
+        tracings = f.create_dataset("tracings", shape=(320, 4096, 12), dtype="float32", chunks=(16, 4096, 12))
+        tracings[:] = np.zeros((320, 4096, 12), np.float32)
     handed: list[int] = []
     units = list(units_of([path], size=8))
 
