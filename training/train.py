@@ -62,7 +62,7 @@ def real_recipe(seed: int = 0, epochs: int = REAL_EPOCHS) -> TrainOptions:
 # How the shipped default model is trained from scratch on the real corpus (~2,400 recordings of
 # PTB-XL, CinC, LUDB and CODE-test; benchmarks/train_default.py): augmented, rare classes weighted,
 # validation by patient, the learning rate cut when validation loss stalls.
-CORPUS_EPOCHS = 20
+CORPUS_EPOCHS = 15
 
 
 def corpus_recipe(seed: int = 0, epochs: int = CORPUS_EPOCHS) -> TrainOptions:
