@@ -108,7 +108,8 @@ def run_demo(n: int, epochs: int, records: list[Path], seed: int, console: Conso
         calibration = [write_part(corpus, parts, ["train"], data / "calibration.h5", share=0.1)[0]]
         export_inputs, infer_inputs = [gate_h5, *others], [test_h5, *others]
         transfer_epochs, transfer_options = REAL_TRANSFER_EPOCHS, real_transfer_recipe(seed, REAL_TRANSFER_EPOCHS)
-        where = f"the test part of {', '.join(r.name for r in labelled)} ({SPLIT_TEXT})"
+        where = f"the test part of {', '.join(r.name for r in labelled)}"
+        say(f"the default model's split: {SPLIT_TEXT}")
     else:
         with progress_bar("synthesizing", total=n + DEMO_SYNTHETIC_EXAMS) as advance:
             fit_h5, fit_csv = write_synthetic_set(data / "train.h5", n, seed=seed, progress=advance)
