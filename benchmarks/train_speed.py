@@ -93,13 +93,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     flops = forward_flops(build_ribeiro())
-    peak = measure_cpu_peak()
     rates: dict[str, list[float]] = {"float32": [], "mixed_bfloat16": []}
     for _ in range(args.repeats):
         for policy in rates:
             rates[policy].append(step_rate(policy, args.batch, args.steps))
             print(f"{policy}: {rates[policy][-1]:.2f} ECG/s", flush=True)
     feed = input_seconds(args.batch, 4)
+    peak = measure_cpu_peak(repeats=10)  # measured last, not cached: the same load as the steps
     lines = [f"# Training speed, {date.today().isoformat()}", "",
              f"CPU: {cpu_model()}, {len(__import__('os').sched_getaffinity(0))} cores; float32 peak "
              f"{peak:.0f} GFLOP/s (numpy matmul); forward {flops / 1e9:.2f} GFLOP per ECG, a step 3x that; "
