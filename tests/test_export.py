@@ -170,7 +170,7 @@ def test_cli_export_errors(tmp_path, home):
     from ecg_edge.cli import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["export"])
+    result = runner.invoke(app, ["export", str(tmp_path / "missing.keras")])  # a fresh home: the default model
     assert result.exit_code == 2 and "no such model" in result.output
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"garbage")
