@@ -47,11 +47,19 @@ def test_demo_makes_the_default_model_home_and_scores_where_it_never_trained(hom
     model unchanged, the transfer model is fine-tuned from it on the folder's training part, both are
     scored on its test part, the export is gated on its validation and test parts; then infer and bench
     work from the model home."""
+    from functools import partial
+
+    from ecg_edge.export import pipeline
+    from ecg_edge.export.precision import Int8Recipe
     from ecg_edge.training.corpus import build_corpus
     from ecg_edge.training.default_model import default_parts
 
     shipped = _shipped()
     monkeypatch.setattr("ecg_edge.training.train.REAL_TRANSFER_EPOCHS", 1)
+    # small gate sets and one INT8 recipe: what is checked here is where the exams come from
+    monkeypatch.setattr(pipeline, "ExportOptions", partial(pipeline.ExportOptions, min_gate_exams=0,
+                                                           n_synthetic_validation=16, n_calibration=32,
+                                                           int8_recipes=(Int8Recipe(),)))
     folder = _labelled_folder(tmp_path / "labelled", 60)
     runner = CliRunner()
     demo = runner.invoke(app, ["demo", "--records", str(folder)])
