@@ -51,9 +51,10 @@ def convert(
     """Any readable recordings into one CODE-layout HDF5 (tracings, exam_id, source), streamed."""
     import os
 
+    from ecg_edge.cli.application import sigterm_as_interrupt
     from ecg_edge.convert import check_hdf5_output, convert_to_hdf5
     from ecg_edge.exams import ReadOptions, count_exams
-    from ecg_edge.input_pool import auto_workers, parse_workers, sigterm_as_interrupt
+    from ecg_edge.input_pool import auto_workers, parse_workers
     from ecg_edge.progress import progress_bar
     from ecg_edge.readers import expand_inputs
 

@@ -87,7 +87,8 @@ def infer(
     workers: WorkersOption = "auto",
 ) -> None:
     """Probabilities, findings and signal-quality flags per exam, from recordings in any readable format."""
-    from ecg_edge.input_pool import parse_workers, sigterm_as_interrupt
+    from ecg_edge.cli.application import sigterm_as_interrupt
+    from ecg_edge.input_pool import parse_workers
     from ecg_edge.report import INDEX
     from ecg_edge.request import InferRequest, RayOptions, run_request
     from ecg_edge.results import results_table, run_summary
@@ -141,7 +142,8 @@ def report(
     workers: WorkersOption = "auto",
 ) -> None:
     """A 12-lead sheet per exam (PNG and SVG, with findings and quality flags) and a browsable index.html."""
-    from ecg_edge.input_pool import parse_workers, sigterm_as_interrupt
+    from ecg_edge.cli.application import sigterm_as_interrupt
+    from ecg_edge.input_pool import parse_workers
     from ecg_edge.report import INDEX
     from ecg_edge.request import InferRequest, run_request
 

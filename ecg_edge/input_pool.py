@@ -444,21 +444,3 @@ class InputPool:
             return
         self.stats.exams += len(payload)
         yield from payload
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread while inside: what Ctrl-C cleans up (the
-    workers, half-written files) SIGTERM cleans up too. Elsewhere than the main thread, nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
