@@ -26,7 +26,7 @@ test: $(BIN)/ecg-edge
 
 # The runtime alone (no TensorFlow) at its declared minimum versions: keeps pyproject's bounds honest.
 test-min:
-	$(PYTHON) -m venv .venv-min
+	$(PYTHON) -m venv --clear .venv-min  # fresh: a kept venv hid pandas 3 from this check once
 	.venv-min/bin/python -m pip install -q -r .ci/min-runtime.txt
 	.venv-min/bin/python -m pip install -q --no-deps -e .
 	.venv-min/bin/python -m pytest -q -p no:cacheprovider tests/test_preprocess.py tests/test_readers.py tests/test_formats.py \
