@@ -90,17 +90,24 @@ def main(
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread while inside: what Ctrl-C cleans up (the
-    workers, half-written files) SIGTERM cleans up too. Elsewhere than the main thread, nothing."""
+    """SIGTERM and Ctrl-C raise KeyboardInterrupt in the main thread while inside, and are remembered
+    (`ecg_edge.stop`): what Ctrl-C cleans up (the workers, half-written files) SIGTERM cleans up too,
+    and an interrupt swallowed on the way still stops the work before it publishes anything.
+    Elsewhere than the main thread, nothing."""
+    from ecg_edge import stop
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
+        stop.ask()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop.clear()

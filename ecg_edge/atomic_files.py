@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ecg_edge import stop
+
 
 def fsync_path(path: Path) -> None:
     """Flush a file, or a folder's entries, to disk."""
@@ -35,6 +37,7 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        stop.check()  # a Ctrl-C swallowed during the writing still keeps the result from appearing
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone to read
         fsync_path(tmp)
         os.replace(tmp, path)

@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ecg_edge import stop
 from ecg_edge.errors import InputError
 
 if TYPE_CHECKING:
@@ -272,6 +273,9 @@ class InputPool:
         if context.get_start_method() == "forkserver" and threading.current_thread() is threading.main_thread():
             from multiprocessing import forkserver
 
+            # Blocked as well: Linux keeps a blocked signal pending even while it is ignored, so a Ctrl-C
+            # that reaches this thread meanwhile is delivered to the restored handler, not lost.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             saved = {name: os.environ.get(name) for name in _ONE_THREAD}
             os.environ.update({name: "1" for name in _ONE_THREAD})
@@ -279,6 +283,7 @@ class InputPool:
                 forkserver.ensure_running()
             finally:
                 signal.signal(signal.SIGINT, previous)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
                 for name, value in saved.items():
                     if value is None:
                         os.environ.pop(name)
@@ -323,6 +328,7 @@ class InputPool:
         done: dict[int, tuple[Unit, tuple[Any, ...]]] = {}
         window = IN_FLIGHT_PER_WORKER * self.size
         while True:
+            stop.check()  # a Ctrl-C swallowed on the way (see ecg_edge.stop) still stops the reading
             for worker in self._workers:  # hand out work, at most `window` units ahead of the consumer
                 if worker.ready and worker.unit is None and more and given - next_out < window:
                     unit = next(pending, None)
@@ -334,6 +340,7 @@ class InputPool:
                         worker.conn.send((unit, self.options))
                     given += 1
             while next_out in done:  # in input order
+                stop.check()
                 unit, reply = done.pop(next_out)
                 next_out += 1
                 yield from self._delivered(unit, reply, self.options, on_skip)

@@ -311,6 +311,31 @@ def test_sigterm_and_ctrl_c_stop_the_workers_and_leave_nothing(tmp_path, sig):
     assert not out.exists() and not list(tmp_path.glob(".out.h5*"))
 
 
+def test_a_stop_swallowed_on_the_way_still_stops_and_publishes_nothing(tmp_path):
+    """A KeyboardInterrupt can land where Python swallows it (a finaliser, a C callback): the stop it
+    was asked is remembered, so the reading ends at its next unit and the output never appears."""
+    from ecg_edge import stop
+    from ecg_edge.convert import convert_to_hdf5
+
+    h5 = write_code_hdf5(tmp_path / "in.h5", np.random.default_rng(0).normal(size=(80, 4096, 12)) * 0.1)
+    out = tmp_path / "out.h5"
+    seen = 0
+
+    def swallowed(n: int) -> None:  # what a swallowed interrupt leaves behind: the stop asked, no exception
+        nonlocal seen
+        seen += n
+        stop.ask()
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            convert_to_hdf5([h5], out, progress=swallowed, workers=2)
+    finally:
+        stop.clear()
+    assert 0 < seen < 80
+    assert not out.exists() and not list(tmp_path.glob(".out.h5*"))
+    assert convert_to_hdf5([h5], out, workers=0) == 80  # a stop is forgotten once cleared
+
+
 @needs_shared
 def test_read_serves_several_threads_and_survives_a_stopped_worker(tmp_path):
     """`InputPool.read` (a server replica's requests): threads at once, each recording read whole with its
