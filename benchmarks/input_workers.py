@@ -13,7 +13,9 @@
    beside the backend's own throughput at batch 64 (`timing.bench_backend`); the CPU time of the
    process tree over wall time x CPUs during `ecg-edge infer --precision int8` (a child process:
    the workers' time reaches us through wait()).
-3. No change in results: every exam of `../shared/data` (wfdb, wfdb-more, real, ptbxl, formats)
+3. onnxruntime's threads spinning or sleeping between runs (infer sleeps them where recordings are
+   read one by one): infer's loop at 0 and 2 workers, each pair back to back, twice.
+4. No change in results: every exam of `../shared/data` (wfdb, wfdb-more, real, ptbxl, formats)
    read with 2 workers equal to reading in this process (model input, flags, provenance, measurements).
 
 Without --model, a seeded random-weight Ribeiro network is exported once into a temporary folder (the
@@ -124,6 +126,19 @@ def end_to_end(paths: list[Path], export: Path, precision: str, workers: int | N
                            read=ReadOptions(measure=measure, keep_going=True), workers=workers)
     run = run_request(request)
     return {"exams": len(run.exams), **run.timing()}
+
+
+def end_to_end_spinning(paths: list[Path], export: Path, precision: str, workers: int, spin: bool) -> float:
+    """ECG/s of infer's own loop (as run_request runs it) with onnxruntime's threads spinning or not."""
+    from ecg_edge.backends import open_backend
+    from ecg_edge.exams import ReadOptions
+    from ecg_edge.infer import run_inference
+
+    runner, manifest = open_backend(export, "ort-cpu", precision, spin=spin)
+    with runner:
+        run = run_inference(paths, runner, manifest, options=ReadOptions(measure="rate", keep_going=True),
+                            workers=workers)
+    return run.timing()["ecg_per_s"]
 
 
 def backend_raw(export: Path, precision: str) -> float:
@@ -239,6 +254,20 @@ def main() -> None:
                     lines.append(f"| {name} | {measure} | {precision} | {raw:.1f} | {label} ({r['input_workers']}) | "
                                  f"{r['ecg_per_s']:.1f} | {r['ecg_per_s'] / raw:.2f} | {r['backend_busy']:.0%} | "
                                  f"{r['input_exams_per_s']:.1f} |")
+                    print(lines[-1], flush=True)
+                    args.out.write_text("\n".join(lines))
+        lines += ["", "## onnxruntime's threads spinning between runs, or sleeping", "",
+                  "ECG/s with the heart rate measured; each pair run back to back, twice.", "",
+                  "| input | precision | workers | spinning | sleeping | sleeping / spinning |",
+                  "|---|---|---|---|---|---|"]
+        for precision in ("int8", "fp32"):
+            for name in ("wfdb", "hdf5"):
+                for workers in (0, 2):
+                    pairs = [(end_to_end_spinning(sets[name], export, precision, workers, True),
+                              end_to_end_spinning(sets[name], export, precision, workers, False)) for _ in range(2)]
+                    on, off = (sum(p[k] for p in pairs) / len(pairs) for k in (0, 1))
+                    lines.append(f"| {name} | {precision} | {workers} | {' / '.join(f'{p[0]:.1f}' for p in pairs)} | "
+                                 f"{' / '.join(f'{p[1]:.1f}' for p in pairs)} | {off / on:.2f}x |")
                     print(lines[-1], flush=True)
                     args.out.write_text("\n".join(lines))
         lines += ["", "## CPU use of the process tree: `ecg-edge infer --precision int8 --measure rate`", "",

@@ -14,6 +14,7 @@ from ecg_edge.errors import InputError
 from ecg_edge.exams import ReadOptions, count_exams
 from ecg_edge.readers import expand_inputs
 from ecg_edge.results import InferenceRun, check_output_path, write_results
+from ecg_edge.spec import HDF5_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,16 @@ def _here(request: InferRequest, export_dir: Path, log: Callable[[str], None]) -
     from ecg_edge.infer import run_inference
     from ecg_edge.progress import progress_bar
 
+    paths = expand_inputs(request.inputs)
+    # A recording read on its own (WFDB, hospital formats) costs the input side 15-130 ms of CPU, an HDF5
+    # exam 1-10: for the former the backend's idle threads sleep and leave the CPUs to the input side,
+    # for the latter their spinning (a quicker start of each run) wins
+    # (benchmarks/results/input-workers-2026-12-07-sleeping-threads.md).
+    spin = all(p.suffix.lower() in HDF5_SUFFIXES for p in paths)
     runner, manifest = open_backend(export_dir, request.backend, request.precision, threads=request.threads,
-                                    cuda_graph=request.cuda_graph)
+                                    cuda_graph=request.cuda_graph, spin=spin)
     thresholds = parse_thresholds(request.thresholds, list(manifest["output"]["classes"]))
     options = replace(request.read, keep_traces=request.report is not None)
-    paths = expand_inputs(request.inputs)
     total = None if options.keep_going or options.shard else count_exams(paths)
     writer = None
     if request.report is not None:

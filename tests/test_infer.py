@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -171,6 +172,38 @@ def test_measurement_levels(tmp_path):
         assert first["auto"] == first["rate"] and sheets.exams[0].measurements == first["intervals"]
     with pytest.raises(ValueError, match="measure="):
         ReadOptions(measure="everything")
+
+
+def test_backend_threads_spin_only_where_the_backend_has_the_cpus_alone(tmp_path, monkeypatch):
+    """onnxruntime's threads spin between runs unless told not to; infer tells them where its input side
+    is costly (recordings read one by one) and lets them spin on HDF5 (both measured in
+    benchmarks/results/input-workers-2026-12-07-sleeping-threads.md)."""
+    import ecg_edge.backends as backends
+    from ecg_edge.request import InferRequest, run_request
+
+    export = tiny_export(tmp_path / "tiny")
+    for spin in (True, False):
+        runner_, _ = open_backend(export, "ort-cpu", "fp32", spin=spin)
+        with runner_:
+            entry = runner_._session.get_session_options().get_session_config_entry
+            if spin:  # onnxruntime's default: spinning
+                with pytest.raises(RuntimeError, match="allow_spinning"):
+                    entry("session.intra_op.allow_spinning")
+            else:
+                assert entry("session.intra_op.allow_spinning") == "0"
+    opened = []
+    real_open = backends.open_backend
+
+    def recording(*args, **kwargs):
+        opened.append(kwargs.get("spin", True))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "open_backend", recording)
+    h5, _ = _known_rate_set(tmp_path / "rates.h5")
+    run_request(InferRequest((h5,), model=export, backend="ort-cpu", workers=0))
+    ptbxl = Path(__file__).parent / "data" / "ptbxl"  # WFDB records that travel with the repository
+    run_request(InferRequest((h5, ptbxl), model=export, backend="ort-cpu", workers=0))
+    assert opened == [True, False]
 
 
 def test_threshold_override(tmp_path):

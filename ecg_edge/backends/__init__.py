@@ -112,13 +112,14 @@ def choose_backend(manifest: Manifest, backend: str = "auto", precision: str = "
 
 def open_backend(
     export_dir: str | Path, backend: str = "auto", precision: str = "fp32", threads: int | None = None,
-    cuda_graph: bool = False,
+    cuda_graph: bool = False, spin: bool = True,
 ) -> tuple[Backend, dict[str, Any]]:
     """A ready-to-activate backend for an export folder, and the manifest (its dict).
 
     `backend` is a name or `auto` (see `choose_backend`; why auto took it is in the backend's
     `chosen_because`). A backend named explicitly that is not present is an error that says why.
-    `cuda_graph` applies to ort-cuda only (see OnnxRuntimeBackend).
+    `cuda_graph` applies to ort-cuda only (see OnnxRuntimeBackend); `spin` False where input work
+    shares the CPUs (see OpenOptions).
     """
     manifest = Manifest.load(export_dir)
     name, because = choose_backend(manifest, backend, precision, threads)
@@ -127,7 +128,7 @@ def open_backend(
         how = f"auto took {name}" + (f" ({because})" if because else "") if backend == "auto" else f"{name} was named"
         takers = " or ".join(n for n in known_backends() if _spec(n).cuda_graph)
         raise InputError(None, f"--cuda-graph needs the {takers} backend; {how}")
-    runner = spec.open(manifest, precision, OpenOptions(threads, cuda_graph))
+    runner = spec.open(manifest, precision, OpenOptions(threads, cuda_graph, spin))
     runner.chosen_because = because
     return runner, manifest.data
 

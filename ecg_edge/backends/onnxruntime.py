@@ -148,6 +148,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(
         self, path: str | Path, device: str = "cpu", threads: int | None = None, precision: str = "fp32",
         trt_cache_dir: str | Path | None = None, cuda_graph: bool = False, io_binding: bool = False,
+        spin: bool = True,
     ) -> None:
         super().__init__()
         if cuda_graph and device != "cuda":
@@ -155,6 +156,7 @@ class OnnxRuntimeBackend(Backend):
         self.path: Path = Path(path)
         self.device = device
         self.threads = threads
+        self.spin = spin
         self.precision = precision
         self.trt_cache_dir = trt_cache_dir
         self.cuda_graph = cuda_graph
@@ -210,6 +212,8 @@ class OnnxRuntimeBackend(Backend):
         if self.threads:
             options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        if not self.spin:  # idle threads sleep: the CPUs go to the input side between runs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Where each node runs (onnxruntime >= 1.24.1; older ones ignore the key). Not
         # session.disable_cpu_ep_fallback: it refuses a session that lists the CPU provider, and
         # onnxruntime places shape nodes (and Q/DQ nodes no GPU provider takes) on the CPU by design.
@@ -339,7 +343,7 @@ def open_ort(manifest: Manifest, precision: str, options: OpenOptions, device: s
     path = manifest.verified(name)
     return OnnxRuntimeBackend(path, device=device, threads=options.threads, precision=precision,
                               trt_cache_dir=path.parent / "ort-trt-cache" if device == "tensorrt" else None,
-                              cuda_graph=options.cuda_graph)
+                              cuda_graph=options.cuda_graph, spin=options.spin)
 
 
 for _device, _kind in (("tensorrt", "gpu"), ("cuda", "gpu"), ("cpu", "cpu")):

@@ -19,10 +19,14 @@ KINDS = ("gpu", "cpu", "reference")
 
 @dataclass(frozen=True)
 class OpenOptions:
-    """How to open a backend: CPU threads (None: all), and a CUDA graph where the backend takes one."""
+    """How to open a backend: CPU threads (None: all), a CUDA graph where the backend takes one, and
+    whether its CPU threads spin between runs: fastest where the backend has the CPUs (nearly) to itself
+    (bench; infer on HDF5), slower where costly input work shares them (infer on WFDB and hospital files:
+    benchmarks/results/input-workers-2026-12-07-sleeping-threads.md)."""
 
     threads: int | None = None
     cuda_graph: bool = False
+    spin: bool = True
 
 
 def no_file(manifest: Manifest, precision: str) -> str | None:
